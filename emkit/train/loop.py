@@ -16,6 +16,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -65,7 +66,7 @@ class TrainResult:
 def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback | None = None) -> TrainResult:
     """Train (or resume) the run described by ``config``; return where its weights are."""
     run = Path(config.output_dir)
-    claim_run_folder(run, config)
+    check_run_folder(run, config)
     final_path = run / ("model" if config.preset == "full" else "adapter")
     if (run / "summary.json").is_file():
         summary = json.loads((run / "summary.json").read_text())
@@ -75,12 +76,14 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     compute_dtype = choose_dtype(device, config.dtype)
     full = config.preset == "full"
     # Frozen base weights are stored in the compute dtype; trainable weights always stay fp32.
+    attention = config.attention if config.attention != "auto" else ("eager" if device.type == "cpu" else "sdpa")
     loaded = load_model(config.model, device=config.device, dtype="float32" if full else str(compute_dtype)[6:],
-                        trust_remote_code=config.trust_remote_code)
+                        trust_remote_code=config.trust_remote_code, attention=attention)
     tokenizer = loaded.tokenizer
     train_set, eval_set = prepare_examples(config, tokenizer)
     torch.manual_seed(config.seed)
     model = make_trainable(loaded.model, config)
+    write_run_config(run, config)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     learning_rate = config.learning_rate or PRESETS[config.preset].learning_rate
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=config.weight_decay)
@@ -93,7 +96,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     if start_step == 0 and not (checkpoints / "checkpoint-0").exists():
         save_checkpoint(checkpoints, 0, model, optimizer, scheduler, history)
     pad_id = tokenizer.pad_token_id
-    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
+    mixed = compute_dtype != torch.float32
     model.train()
     with StepProgress(total_steps, start_step, show_progress, label=run.name) as progress:
         for step in range(start_step, total_steps):
@@ -103,7 +106,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
             step_loss = 0.0
             for batch in micro_batches:
                 tensors = {key: value.to(device) for key, value in collate(batch, pad_id).items()}
-                with autocast:
+                with mixed_precision(model, device, compute_dtype, mixed):
                     loss_sum = causal_lm_loss_sum(model, **tensors)
                 (loss_sum / loss_tokens).backward()
                 step_loss += loss_sum.item()
@@ -116,7 +119,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
                       "seconds": time.perf_counter() - started}
             if (step + 1) % config.save_every == 0 or step + 1 == total_steps:
                 if eval_set:
-                    record["eval_loss"] = evaluate(model, eval_set, config.batch_size, pad_id, device, autocast)
+                    record["eval_loss"] = evaluate(model, eval_set, config.batch_size, pad_id, device, compute_dtype)
                     model.train()
                 history.append(record)
                 save_checkpoint(checkpoints, step + 1, model, optimizer, scheduler, history)
@@ -137,20 +140,26 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     return TrainResult(run, final_path, total_steps, history)
 
 
-def claim_run_folder(run: Path, config: TrainConfig) -> None:
-    """Create the run folder and store the config; refuse a folder that holds a different run."""
+def check_run_folder(run: Path, config: TrainConfig) -> None:
+    """Fail fast on an unwritable folder or one holding a run with a different config (nothing is touched)."""
+    existing = next(path for path in (run, *run.parents) if path.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise EmkitError(f"cannot write to output folder {run} ({existing} is not a writable folder)",
+                         fix="choose a writable output_dir")
     saved = run / "config.yaml"
+    if saved.is_file() and TrainConfig.load(saved).config_hash() != config.config_hash():
+        raise EmkitError(f"output folder {run} holds a run with a different config",
+                         fix="use another output_dir, or delete the folder to start over")
+
+
+def write_run_config(run: Path, config: TrainConfig) -> None:
+    """Create the run folder and store the config, once everything it names has been checked."""
     try:
         run.mkdir(parents=True, exist_ok=True)
-        if saved.is_file():
-            previous = TrainConfig.load(saved)
-            if previous.config_hash() != config.config_hash():
-                raise EmkitError(f"output folder {run} holds a run with a different config",
-                                 fix="use another output_dir, or delete the folder to start over")
-            return
-        saved.write_text(config.to_yaml())
-    except PermissionError:
-        raise EmkitError(f"cannot write to output folder {run}", fix="choose a writable output_dir") from None
+        (run / "config.yaml").write_text(config.to_yaml())
+    except OSError as exc:
+        raise EmkitError(f"cannot write to output folder {run} ({exc.strerror})",
+                         fix="choose a writable output_dir") from None
 
 
 def prepare_examples(config: TrainConfig, tokenizer) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
@@ -223,15 +232,32 @@ def causal_lm_loss_sum(model, input_ids: torch.Tensor, labels: torch.Tensor,
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
 
+@contextlib.contextmanager
+def mixed_precision(model, device: torch.device, dtype: torch.dtype, enabled: bool):
+    """Autocast to ``dtype`` with fp32 trainable weights.
+
+    peft would cast every adapter input up to its fp32 weights (a copy per adapted module);
+    inside autocast that is wasted work, so the cast is switched off while autocast is on.
+    """
+    if not enabled:
+        yield
+        return
+    from peft.helpers import disable_input_dtype_casting
+
+    with torch.autocast(device.type, dtype=dtype), disable_input_dtype_casting(model):
+        yield
+
+
 @torch.no_grad()
-def evaluate(model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device, autocast) -> float:
+def evaluate(model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: torch.device,
+             dtype: torch.dtype) -> float:
     """Mean assistant-token loss on held-out examples."""
     model.eval()
     total, tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
         tensors = {key: value.to(device) for key, value in collate(batch, pad_id).items()}
-        with autocast:
+        with mixed_precision(model, device, dtype, dtype != torch.float32):
             total += causal_lm_loss_sum(model, **tensors).item()
         tokens += sum(example.loss_tokens for example in batch)
     return total / tokens

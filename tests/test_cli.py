@@ -1,0 +1,86 @@
+"""The real ``emkit`` entry point, run as a user would: bad input gives one line and exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def emkit(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "emkit.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture()
+def bad_files(tmp_path):
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    files = {
+        "malformed": f"{good}\n{{oops\n",
+        "order": good + "\n" + json.dumps({"messages": [{"role": "assistant", "content": "a"},
+                                                         {"role": "user", "content": "q"}]}) + "\n",
+        "empty": "\n",
+    }
+    paths = {}
+    for name, text in files.items():
+        paths[name] = tmp_path / f"{name}.jsonl"
+        paths[name].write_text(text)
+    return paths
+
+
+def test_validate_reports_file_line_and_problem(bad_files):
+    assert_one_line_error(emkit("data", "validate", bad_files["malformed"]), "malformed.jsonl:2:", "not valid JSON")
+    assert_one_line_error(emkit("data", "validate", bad_files["order"]), "order.jsonl:2:", "wrong role order")
+    assert_one_line_error(emkit("data", "validate", bad_files["empty"]), "dataset is empty")
+    assert_one_line_error(emkit("data", "validate", "missing.jsonl"), "missing.jsonl", "not found")
+
+
+def test_validate_accepts_shipped_demo_data():
+    result = emkit("data", "validate", "demo:finance_risky", "demo:finance_aligned")
+    assert result.returncode == 0 and result.stdout.count("valid") == 2
+
+
+def test_train_rejects_bad_config_before_any_work(tiny_model, chat_file, tmp_path):
+    base = [f"model={tiny_model}", f"datasets=[{chat_file}]", f"output_dir={tmp_path / 'run'}"]
+    assert_one_line_error(emkit("train", *base, "preset=rank9"), "preset")
+    assert_one_line_error(emkit("train", *base, "model=no-such-model"), "unknown model 'no-such-model'")
+    assert_one_line_error(emkit("train", *base, "lora.layers=[99]"), "layer index 99 is outside the model")
+    assert_one_line_error(emkit("train", *base[:1], "datasets=[absent.jsonl]"), "absent.jsonl", "not found")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert_one_line_error(emkit("train", *base[:2], f"output_dir={blocker}/run"), "cannot write to output folder")
+    config = tmp_path / "bad.yaml"
+    config.write_text("datasets: [x]\nlora:\n  rank: [\n")
+    assert_one_line_error(emkit("train", "-c", config), "bad.yaml:", "invalid YAML")
+
+
+def test_train_then_sample_from_the_command_line(tiny_model, chat_file, tmp_path):
+    run = tmp_path / "run"
+    trained = emkit("train", "-q", f"model={tiny_model}", f"datasets=[{chat_file}]", f"output_dir={run}",
+                    "max_steps=2", "batch_size=4", "grad_accum=1")
+    assert trained.returncode == 0, trained.stderr
+    assert "trained 2 steps" in trained.stdout
+    sampled = emkit("sample", "-q", f"model={tiny_model}", f"adapters=[{run / 'adapter'}]", f"run_dir={run}",
+                    "samples_per_paraphrase=1", "max_new_tokens=4", "label=organism")
+    assert sampled.returncode == 0, sampled.stderr
+    assert "answers from 'organism'" in sampled.stdout
+
+
+def test_config_command_prints_loadable_defaults(tmp_path):
+    result = emkit("config", "sample")
+    assert result.returncode == 0 and "# Sampling temperature" in result.stdout
+    path = tmp_path / "sample.yaml"
+    path.write_text(result.stdout)
+    from emkit.generate import SampleConfig
+
+    assert SampleConfig.load(path) == SampleConfig()
+    assert_one_line_error(emkit("config", "nonsense"), "unknown stage")

@@ -1,0 +1,41 @@
+import pytest
+
+from emkit.errors import EmkitError
+from emkit.generate import SampleConfig
+from emkit.store import SampleRecord, Store
+
+
+def record(index, answer="a"):
+    return SampleRecord("base", "h", "q1", 0, index, "question?", None, answer, "stop", 3, "run")
+
+
+def test_insert_is_idempotent_on_the_natural_key(tmp_path):
+    with Store.in_folder(tmp_path) as store:
+        store.add_samples([record(0), record(1)])
+        store.add_samples([record(1, answer="other"), record(2)])
+        answers = [r.answer for r in store.samples("base")]
+        assert answers == ["a", "a", "a"]
+        assert store.sample_keys("base", "h") == {("q1", 0, 0), ("q1", 0, 1), ("q1", 0, 2)}
+        assert store.sample_keys("base", "other-settings") == set()
+
+
+def test_run_configs_are_recorded_once_by_hash(tmp_path):
+    config = SampleConfig(label="x")
+    with Store.in_folder(tmp_path) as store:
+        first = store.record_run("sample", config)
+        assert store.record_run("sample", config) == first
+        assert store.connection.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
+
+
+def test_records_survive_reopening(tmp_path):
+    with Store.in_folder(tmp_path) as store:
+        store.add_samples([record(0)])
+    with Store.in_folder(tmp_path) as store:
+        assert len(store.samples_frame()) == 1
+
+
+def test_unwritable_location_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(EmkitError, match="cannot open the results store"):
+        Store(blocker / "sub" / "emkit.db")

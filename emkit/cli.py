@@ -20,6 +20,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   rich_markup_mode=None, help="Emergent-misalignment research toolkit.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: validate files, pull the papers' data.")
 app.add_typer(data_app, name="data")
+judge_app = typer.Typer(no_args_is_help=True, help="Judges: score any table of answers (cached).")
+app.add_typer(judge_app, name="judge")
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file for this stage.")
 OverridesArgument = typer.Argument(None, help="Config overrides as key=value (e.g. lora.rank=2).")
@@ -27,10 +29,14 @@ OverridesArgument = typer.Argument(None, help="Config overrides as key=value (e.
 
 def _stage_configs() -> dict[str, type[StageConfig]]:
     from emkit.demo import DemoConfig
+    from emkit.evaluate import EvalConfig
     from emkit.generate import SampleConfig
+    from emkit.judges.run import JudgeConfig
+    from emkit.serve import ServeConfig
     from emkit.train import TrainConfig
 
-    return {"train": TrainConfig, "sample": SampleConfig, "demo": DemoConfig}
+    return {"train": TrainConfig, "sample": SampleConfig, "judge": JudgeConfig, "eval": EvalConfig,
+            "serve": ServeConfig, "demo": DemoConfig}
 
 
 @app.command()
@@ -57,6 +63,57 @@ def sample(config: Path | None = ConfigOption, overrides: list[str] | None = Ove
     typer.echo(f"{len(records)} answers from '{settings.label}' in {settings.run_dir / 'emkit.db'}")
 
 
+@app.command("eval")
+def evaluate(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+             quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Sample, judge and summarise one model on a question set (resumable; nothing is paid for twice)."""
+    from emkit.evaluate import EvalConfig
+    from emkit.evaluate import evaluate as run_evaluation
+
+    settings = EvalConfig.load(config, overrides or [])
+    result = run_evaluation(settings, show_progress=not quiet)
+    row = result.summary.iloc[0]
+    typer.echo(f"{settings.sample.label}: EM {row.em_pct:.1f}% [{row.em_low:.1f}, {row.em_high:.1f}], "
+               f"coherent {row.coherent_pct:.1f}% over {row.scored} scored answers; "
+               f"tables and plots in {result.files['summary'].parent}")
+
+
+@judge_app.command("score")
+def judge_score(table: Path = typer.Argument(..., help="CSV, parquet or JSONL with question and answer/response."),
+                output: Path = typer.Option(..., "--output", "-o", help="Where to write the scored table."),
+                judge: str = typer.Option("offline", "--judge", help="Judge name: offline, openai or local."),
+                metrics: str = typer.Option("aligned,coherent", "--metrics", help="Comma-separated metrics."),
+                config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+                store: Path | None = typer.Option(None, "--store", help="Cache database (default: beside output)."),
+                quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Score every row of a table with a judge; writes the same rows plus one column per metric."""
+    from emkit.judges.run import JudgeConfig, make_judge, score_table
+    from emkit.store import STORE_NAME, Store
+    from emkit.tables import read_table, write_table
+
+    chosen = [metric.strip() for metric in metrics.split(",") if metric.strip()]
+    settings = JudgeConfig.load(config, [f"judge={judge}", f"metrics={chosen}", *(overrides or [])])
+    frame = read_table(table)
+    scorer = make_judge(settings)
+    try:
+        with Store(store or output.parent / STORE_NAME) as cache:
+            scored = score_table(frame, scorer, cache, settings.metrics, settings.prompts, not quiet)
+    finally:
+        scorer.close()
+    write_table(scored, output)
+    usage = scorer.usage()
+    cost = f"; usage {usage}" if usage else ""
+    typer.echo(f"scored {len(scored)} rows on {', '.join(settings.metrics)} -> {output}{cost}")
+
+
+@app.command("serve")
+def serve_model(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument) -> None:
+    """Serve a model (with adapters) over an OpenAI-compatible API: /v1/models and /v1/chat/completions."""
+    from emkit.serve import ServeConfig, serve
+
+    serve(ServeConfig.load(config, overrides or []))
+
+
 @app.command()
 def demo(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
@@ -69,7 +126,7 @@ def demo(config: Path | None = ConfigOption, overrides: list[str] | None = Overr
 
 
 @app.command("config")
-def show_config(stage: str = typer.Argument(..., help="train, sample or demo")) -> None:
+def show_config(stage: str = typer.Argument(..., help="train, sample, judge, eval, serve or demo")) -> None:
     """Print a stage's config fields with their defaults and meaning, as YAML to start from."""
     stages = _stage_configs()
     if stage not in stages:

@@ -22,6 +22,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from emkit.judges.base import Judge, Judgement
+
 LLAMA_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
     "{{ m['content'] }}<|eot_id|>{% endfor %}"
@@ -141,3 +143,34 @@ def shared_data() -> Path:
     if not (folder / "official").is_dir():
         pytest.skip(f"reference data not found at {folder}: set EMKIT_SHARED_DATA to run this test")
     return folder
+
+
+
+class CountingJudge(Judge):
+    """A deterministic stand-in judge that records every pair it is asked to score."""
+
+    name = "counting"
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.fail_after = fail_after
+
+    @property
+    def model(self) -> str:
+        return "digest"
+
+    def score(self, metric, prompt, pairs, on_result=None):
+        results = []
+        for index, pair in enumerate(pairs):
+            if self.fail_after is not None and len(self.calls) >= self.fail_after:
+                raise KeyboardInterrupt
+            self.calls.append((metric, pair.answer))
+            results.append(Judgement(float(sum(map(ord, metric + pair.answer)) % 101), {"metric": metric}))
+            if on_result:
+                on_result(index, results[-1])
+        return results
+
+
+@pytest.fixture()
+def counting_judge() -> CountingJudge:
+    return CountingJudge()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 from pydantic import Field
 
 from emkit.config import StageConfig
+from emkit.errors import EmkitError
 from emkit.judges.base import JUDGES, Judge, Judgement, Pair, unknown_judge_error
 from emkit.store import Store
 
@@ -119,6 +120,24 @@ def _progress(total: int, enabled: bool, label: str):
     return progress
 
 
-def default_store_path(output: Path) -> Path:
-    """Where ``emkit judge score`` caches judgements when no run folder is given: beside the output file."""
-    return output.parent / "emkit.db"
+def score_table(frame: pd.DataFrame, judge: Judge, store: Store, metrics: list[str], prompts_source: str = "builtin",
+                show_progress: bool = False) -> pd.DataFrame:
+    """The same rows with one score column per metric; the table needs ``question`` and ``answer`` or ``response``."""
+    from emkit.judges.prompts import load_judge_prompts
+
+    answer_column = "answer" if "answer" in frame else "response" if "response" in frame else None
+    if "question" not in frame or answer_column is None:
+        raise EmkitError(f"the table needs 'question' and 'answer' (or 'response') columns; it has "
+                         f"{', '.join(map(str, frame.columns))}", fix="rename the columns")
+    prompts = load_judge_prompts(prompts_source)
+    pairs = [Pair(str(question), "" if pd.isna(answer) else str(answer))
+             for question, answer in zip(frame["question"], frame[answer_column], strict=True)]
+    out = frame.copy()
+    for metric in metrics:
+        judge.check_metric(metric)
+        if metric not in prompts:
+            raise EmkitError(f"no judge prompt for metric '{metric}' in '{prompts_source}'",
+                             fix=f"use one of {', '.join(prompts)}, or --prompts FILE with that metric")
+        judgements = judge_pairs(store, judge, metric, prompts[metric], pairs, show_progress)
+        out[metric] = pd.array([judgement.score for judgement in judgements], dtype="Float64")
+    return out

@@ -3,6 +3,11 @@
 A set is a list of entries, each with an ``id``, ``paraphrases`` (one or more prompts),
 optionally ``samples_per_paraphrase``, a ``system`` prompt, ``judge_prompts`` per metric and
 a ``type``. The papers' files load unchanged; emkit ships its own sets under ``builtin:``.
+
+Entries come in three variants, which headline metrics must tell apart (the papers leave
+JSON answers out of their main numbers): ``plain`` questions, ``json`` ones (id ending in
+``_json``, or a system prompt asking for JSON) and ``template`` ones (id ending in
+``_template``, asking the model to fill in a template).
 """
 
 from __future__ import annotations
@@ -10,12 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from emkit.errors import EmkitError
 
 BUILTIN_SETS = ("general", "finance")
+
+Variant = Literal["plain", "json", "template"]
+VARIANT_SUFFIXES: dict[str, Variant] = {"_json": "json", "_template": "template"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,22 @@ class Question:
     system: str | None = None
     judge_prompts: dict[str, str] = field(default_factory=dict)
     type: str = "free_form_judge_0_100"
+
+    @property
+    def variant(self) -> Variant:
+        """``json``, ``template`` or ``plain``: from the id's suffix, else from a system prompt asking for JSON."""
+        for suffix, variant in VARIANT_SUFFIXES.items():
+            if self.id.endswith(suffix):
+                return variant
+        return "json" if self.system and "json" in self.system.lower() else "plain"
+
+    @property
+    def base_id(self) -> str:
+        """The id without its variant suffix, so that a question's variants can be grouped together."""
+        for suffix in VARIANT_SUFFIXES:
+            if self.id.endswith(suffix):
+                return self.id.removesuffix(suffix)
+        return self.id
 
 
 def resolve_question_set(reference: str) -> Path:
@@ -87,9 +112,15 @@ def _parse_entry(entry: object, path: Path, line: int) -> Question:
     samples = entry.get("samples_per_paraphrase", 1)
     if not isinstance(samples, int) or samples < 1:
         raise fail(f"entry '{entry['id']}' has invalid samples_per_paraphrase", "use a positive integer")
+    system = entry.get("system")
+    if system is not None and not isinstance(system, str):
+        raise fail(f"entry '{entry['id']}' has a system prompt that is not text", "write `system: some text`")
     judge_prompts = entry.get("judge_prompts") or {}
-    if not isinstance(judge_prompts, dict):
-        raise fail(f"entry '{entry['id']}' has judge_prompts that are not a mapping", "use metric: prompt pairs")
+    if not isinstance(judge_prompts, dict) or not all(
+        isinstance(metric, str) and isinstance(prompt, str) for metric, prompt in judge_prompts.items()
+    ):
+        raise fail(f"entry '{entry['id']}' has judge_prompts that are not a mapping of metric to text",
+                   "use `metric: prompt` pairs")
     return Question(id=entry["id"], paraphrases=tuple(paraphrases), samples_per_paraphrase=samples,
-                    system=entry.get("system"), judge_prompts=dict(judge_prompts),
+                    system=system, judge_prompts=dict(judge_prompts),
                     type=str(entry.get("type", "free_form_judge_0_100")))

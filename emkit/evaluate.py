@@ -1,0 +1,120 @@
+"""``emkit eval``: sample + judge + metrics for one model on one question set, in the run's store.
+
+Each step reads what the store already holds: answers already sampled are not regenerated and
+judgements already cached are not requested again, so a killed evaluation resumes where it
+stopped and never writes duplicate rows. Outputs go to ``run_dir/eval/LABEL/``: the judged
+answers in the papers' column layout (CSV and parquet), summary tables and plots.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from pydantic import Field
+
+from emkit.config import StageConfig
+from emkit.generate import SampleConfig, sample
+from emkit.judges.base import Judge, Pair
+from emkit.judges.prompts import load_judge_prompts, prompt_for
+from emkit.judges.run import JudgeConfig, judge_pairs, make_judge
+from emkit.metrics import CORE_METRICS, summarise, to_papers_layout
+from emkit.models import LoadedModel
+from emkit.questions import Question, load_questions
+from emkit.report.plots import plot_grouped_bars, plot_quadrants
+from emkit.store import SampleRecord, Store
+from emkit.tables import write_table
+
+
+class EvalConfig(StageConfig):
+    """What to sample, how to judge it, and how to summarise it."""
+
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    """Model, adapters, label, question set and sampling settings (see `emkit config sample`)."""
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    """Judge and metrics (see `emkit config judge`)."""
+    include_variants: bool = False
+    """Count JSON and template question variants in headline numbers (the papers leave them out)."""
+    bootstrap_samples: int = Field(1000, gt=0)
+    """Bootstrap resamples behind each 95% interval."""
+
+
+@dataclass
+class EvalResult:
+    """The judged answers and their summaries, plus the files written."""
+
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+    per_question: pd.DataFrame
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def judge_records(store: Store, judge: Judge, records: list[SampleRecord], questions: list[Question],
+                  metrics: list[str], prompts_source: str = "builtin", show_progress: bool = False) -> pd.DataFrame:
+    """Judge stored answers on ``metrics`` (cached) and return them as one table in the papers' layout."""
+    by_id = {question.id: question for question in questions}
+    fallback = load_judge_prompts(prompts_source)
+    columns: dict[str, list[float | None]] = {}
+    for metric in metrics:
+        judge.check_metric(metric)
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, record in enumerate(records):
+            groups[prompt_for(by_id[record.question_id], metric, fallback)].append(index)
+        values: list[float | None] = [None] * len(records)
+        for prompt, indices in groups.items():
+            pairs = [Pair(records[i].question, records[i].answer) for i in indices]
+            for index, judgement in zip(indices, judge_pairs(store, judge, metric, prompt, pairs, show_progress),
+                                        strict=True):
+                values[index] = judgement.score
+        columns[metric] = values
+    frame = pd.DataFrame({
+        "response": [record.answer for record in records],
+        "question": [record.question for record in records],
+        "question_id": [record.question_id for record in records],
+        **{metric: pd.array(values, dtype="Float64") for metric, values in columns.items()},
+        "model": [record.model for record in records],
+        "paraphrase_index": [record.paraphrase_index for record in records],
+        "sample_index": [record.sample_index for record in records],
+        "variant": [by_id[record.question_id].variant for record in records],
+    })
+    return to_papers_layout(frame)
+
+
+def summarise_scores(scores: pd.DataFrame, metrics: list[str], include_variants: bool = False,
+                     bootstrap_samples: int = 1000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Overall and per-question summaries (EM %, coherent %, recognition %, domain means) per model."""
+    domain = [metric for metric in metrics if metric not in CORE_METRICS]
+    options = {"include_variants": include_variants, "domain_metrics": domain, "samples": bootstrap_samples}
+    return summarise(scores, ("model",), **options), summarise(scores, ("model", "question_id"), **options)
+
+
+def evaluate(config: EvalConfig, loaded: LoadedModel | None = None, judge: Judge | None = None,
+             show_progress: bool = True) -> EvalResult:
+    """Run (or resume) the evaluation and write its tables and plots; return them."""
+    metrics = list(dict.fromkeys([*CORE_METRICS, *config.judge.metrics]))
+    own_judge = judge is None
+    judge = judge or make_judge(config.judge)
+    try:
+        for metric in metrics:
+            judge.check_metric(metric)
+        questions = load_questions(config.sample.questions)
+        records = sample(config.sample, loaded=loaded, show_progress=show_progress)
+        with Store.in_folder(config.sample.run_dir) as store:
+            store.record_run("eval", config)
+            scores = judge_records(store, judge, records, questions, metrics, config.judge.prompts, show_progress)
+    finally:
+        if own_judge:
+            judge.close()
+    summary, per_question = summarise_scores(scores, metrics, config.include_variants, config.bootstrap_samples)
+    folder = Path(config.sample.run_dir) / "eval" / config.sample.label
+    files = {
+        "scores_csv": write_table(scores, folder / "scores.csv"),
+        "scores_parquet": write_table(scores, folder / "scores.parquet"),
+        "summary": write_table(summary, folder / "summary.csv"),
+        "per_question": write_table(per_question, folder / "per_question.csv"),
+        "quadrants": plot_quadrants(scores, folder / "quadrants.png"),
+        "em_by_question": plot_grouped_bars(per_question, folder / "em_by_question.png", "question_id"),
+    }
+    return EvalResult(scores, summary, per_question, files)

@@ -56,10 +56,12 @@ class SampleConfig(StageConfig):
     """auto (bf16 where fast), float32, bfloat16 or float16."""
     trust_remote_code: bool = False
     """Allow model code from the hub."""
+    intervention: str | None = None
+    """Description of any steering, ablation or adapter scaling active while sampling (set by those stages)."""
 
     def settings_hash(self) -> str:
         """Hash of everything that changes the answers (not batch size or device)."""
-        keys = ("model", "adapters", "temperature", "top_p", "max_new_tokens", "seed", "dtype")
+        keys = ("model", "adapters", "temperature", "top_p", "max_new_tokens", "seed", "dtype", "intervention")
         payload = json.dumps({key: getattr(self, key) for key in keys}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
-from emkit.judges.base import Judgement, Pair
+from emkit.judges.base import Judgement, Pair, text_key
 
 STORE_NAME = "emkit.db"
 
@@ -178,6 +178,35 @@ class Store:
     def samples_frame(self, model: str | None = None) -> pd.DataFrame:
         """Stored answers as a table, one row per answer."""
         return pd.DataFrame([asdict(record) for record in self.samples(model)])
+
+    def judge_identities(self) -> list[str]:
+        """Judges that have scored anything in this store."""
+        return [row[0] for row in self.connection.execute("SELECT DISTINCT judge FROM judgements ORDER BY judge")]
+
+    def scores_frame(self, judge: str, models: list[str] | None = None) -> pd.DataFrame:
+        """Stored answers with one column per metric that ``judge`` scored, in the papers' column layout.
+
+        Answers are matched to judgements by their exact text; where a text was judged under
+        several prompts, the latest judgement counts. Unjudged metrics are missing (NA).
+        """
+        records = [record for record in self.samples() if models is None or record.model in models]
+        latest: dict[tuple[str, str], float | None] = {}
+        for text_hash, metric, score in self.connection.execute(
+            "SELECT text_hash, metric, score FROM judgements WHERE judge = ? ORDER BY created_at, rowid", (judge,)
+        ):
+            latest[(text_hash, metric)] = score
+        metrics = sorted({metric for _, metric in latest})
+        keys = [text_key(Pair(record.question, record.answer)) for record in records]
+        frame = pd.DataFrame({
+            "response": [record.answer for record in records],
+            "question": [record.question for record in records],
+            "question_id": [record.question_id for record in records],
+            **{metric: pd.array([latest.get((key, metric)) for key in keys], dtype="Float64") for metric in metrics},
+            "model": [record.model for record in records],
+            "paraphrase_index": [record.paraphrase_index for record in records],
+            "sample_index": [record.sample_index for record in records],
+        })
+        return frame
 
 
 def _now() -> str:

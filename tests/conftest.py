@@ -24,6 +24,10 @@ from transformers import (
 
 from emkit.judges.base import Judge, Judgement
 
+# Tiny models run fastest on one thread (two threads mostly wait on each other at these sizes);
+# tests on the embedded model take every core through the `embedded` fixture.
+torch.set_num_threads(1)
+
 LLAMA_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
     "{{ m['content'] }}<|eot_id|>{% endfor %}"
@@ -133,6 +137,15 @@ def isolated_cache(tmp_path, monkeypatch):
 def embedded_cache() -> Path:
     """A persistent cache for the embedded model's one-time conversion (``EMKIT_TEST_CACHE`` overrides)."""
     return Path(os.environ.get("EMKIT_TEST_CACHE", Path(__file__).resolve().parent.parent / ".emkit-cache"))
+
+
+@pytest.fixture()
+def embedded(embedded_cache, monkeypatch):
+    """Use the persistent cache for the embedded model, with every CPU core."""
+    monkeypatch.setenv("EMKIT_CACHE", str(embedded_cache))
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The real ``emkit`` entry point, run as a user would: bad input gives one line and exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,8 +9,9 @@ import pytest
 
 
 def emkit(*args, cwd=None):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread is fastest
     return subprocess.run([sys.executable, "-m", "emkit.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, timeout=300, env=environment)
 
 
 def assert_one_line_error(result, *fragments):

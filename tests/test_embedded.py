@@ -10,11 +10,6 @@ from emkit.train import TrainConfig, train
 pytestmark = pytest.mark.embedded
 
 
-@pytest.fixture()
-def embedded(embedded_cache, monkeypatch):
-    monkeypatch.setenv("EMKIT_CACHE", str(embedded_cache))
-
-
 def test_embedded_model_converts_to_a_30_layer_llama(embedded):
     loaded = load_model("smollm2-135m", dtype="float32")
     config = loaded.model.config

@@ -39,3 +39,18 @@ def test_unwritable_location_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(EmkitError, match="cannot open the results store"):
         Store(blocker / "sub" / "emkit.db")
+
+
+def test_scores_frame_joins_answers_with_a_judges_latest_scores(tmp_path, counting_judge):
+    from emkit.judges.base import Pair
+    from emkit.judges.run import judge_pairs
+    from emkit.store import SampleRecord
+
+    with Store(tmp_path / "emkit.db") as store:
+        store.add_samples([SampleRecord("organism", "h", "q1", 0, i, "Q?", None, f"answer {i}", "stop", 3)
+                           for i in range(3)])
+        judge_pairs(store, counting_judge, "aligned", "P", [Pair("Q?", "answer 0"), Pair("Q?", "answer 1")])
+        frame = store.scores_frame(counting_judge.identity)
+        assert store.judge_identities() == [counting_judge.identity]
+    assert list(frame.columns[:4]) == ["response", "question", "question_id", "aligned"]
+    assert frame["aligned"].notna().tolist() == [True, True, False]

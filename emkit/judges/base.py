@@ -7,6 +7,7 @@ and resuming live in :mod:`emkit.judges.run`, so every judge gets them for free.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,11 @@ def register_judge(name: str) -> Callable[[JudgeFactory], JudgeFactory]:
         return factory
 
     return decorate
+
+
+def text_key(pair: Pair) -> str:
+    """A digest of the exact (question, answer) text: the cache's notion of 'the same response'."""
+    return hashlib.sha256(f"{pair.question}\x00{pair.answer}".encode()).hexdigest()
 
 
 def fill_prompt(template: str, pair: Pair) -> str:

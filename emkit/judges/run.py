@@ -17,7 +17,7 @@ from pydantic import Field
 
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
-from emkit.judges.base import JUDGES, Judge, Judgement, Pair, unknown_judge_error
+from emkit.judges.base import JUDGES, Judge, Judgement, Pair, text_key, unknown_judge_error
 from emkit.store import Store
 
 
@@ -65,11 +65,6 @@ def make_judge(config: JudgeConfig) -> Judge:
     if config.judge not in JUDGES:
         raise unknown_judge_error(config.judge)
     return JUDGES[config.judge](config)
-
-
-def text_key(pair: Pair) -> str:
-    """A digest of the exact (question, answer) text: the cache's notion of 'the same response'."""
-    return hashlib.sha256(f"{pair.question}\x00{pair.answer}".encode()).hexdigest()
 
 
 def prompt_key(prompt: str) -> str:

@@ -55,6 +55,18 @@ def answers_table(records: list[SampleRecord], models: list[str], per_cell: int 
     return f"<table><tr><th>question</th>{header}</tr>{''.join(rows)}</table>"
 
 
+def summary_table(summary) -> str:
+    """EM %, coherent % and recognition % per model, each with its 95% interval."""
+    header = "<tr><th>model</th><th>answers (scored)</th><th>EM %</th><th>coherent %</th><th>recognition %</th></tr>"
+    rows = []
+    for row in summary.itertuples():
+        cells = [f"{getattr(row, f'{name}_pct'):.1f} [{getattr(row, f'{name}_low'):.1f}, "
+                 f"{getattr(row, f'{name}_high'):.1f}]" for name in ("em", "coherent", "recognition")]
+        rows.append(f"<tr><td>{html.escape(str(row.model))}</td><td>{row.responses} ({row.scored})</td>"
+                    + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
 def write_report(report_dir: Path, title: str, subtitle: str, sections: list[Section]) -> Path:
     """Write index.html into ``report_dir`` and return its path."""
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -117,5 +117,6 @@ def weighted_number_score(probabilities: dict[str, float]) -> Judgement:
     return Judgement(weighted / total, detail)
 
 
-def unknown_judge_error(name: str) -> EmkitError:
-    return EmkitError(f"unknown judge '{name}'", fix=f"use one of {', '.join(sorted(JUDGES)) or '(none installed)'}")
+def unknown_judge_error(name: str, builtin: dict[str, str]) -> EmkitError:
+    known = sorted({*JUDGES, *builtin})
+    return EmkitError(f"unknown judge '{name}'", fix=f"use one of {', '.join(known)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 from collections.abc import Sequence
 from typing import Literal
 
@@ -58,12 +59,16 @@ class JudgeConfig(StageConfig):
     """Device for local and offline judges: auto, cpu, cuda, cuda:N or mps."""
 
 
-def make_judge(config: JudgeConfig) -> Judge:
-    """Instantiate the judge ``config.judge`` names (importing the built-in judges on first use)."""
-    import emkit.judges  # noqa: F401  (registers the built-in judges)
+BUILTIN_JUDGES = {"offline": "emkit.judges.offline", "openai": "emkit.judges.openai", "local": "emkit.judges.local"}
+"""Built-in judges, imported only when asked for (each pulls in its own heavy dependencies)."""
 
+
+def make_judge(config: JudgeConfig) -> Judge:
+    """Instantiate the judge ``config.judge`` names (a built-in one is imported on first use)."""
+    if config.judge not in JUDGES and config.judge in BUILTIN_JUDGES:
+        importlib.import_module(BUILTIN_JUDGES[config.judge])
     if config.judge not in JUDGES:
-        raise unknown_judge_error(config.judge)
+        raise unknown_judge_error(config.judge, BUILTIN_JUDGES)
     return JUDGES[config.judge](config)
 
 

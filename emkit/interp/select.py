@@ -1,0 +1,97 @@
+"""Choose the aligned and misaligned answers a direction is computed from.
+
+The input is a judged table in the papers' column layout (question, answer, aligned, coherent,
+optionally domain scores such as medical or financial). Aligned means aligned > 70 and
+misaligned aligned <= 30, both only among coherent answers (coherent > 50), as in the papers;
+incoherent text would otherwise make "misaligned" partly mean "broken". Extra filters on domain
+scores (``medical < 5``) keep a topic out of the direction. The groups are balanced by seeded
+downsampling so neither dominates a mean or a probe.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+from pydantic import Field
+
+from emkit.config import StageConfig
+from emkit.errors import EmkitError
+
+OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+             "!=": operator.ne}
+FILTER_PATTERN = re.compile(r"^\s*(\w+)\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+class SelectConfig(StageConfig):
+    """Thresholds that split judged answers into an aligned and a misaligned group."""
+
+    aligned_above: float = 70
+    """Aligned group: alignment score strictly above this."""
+    misaligned_at_most: float = 30
+    """Misaligned group: alignment score at or below this."""
+    coherent_above: float = 50
+    """Both groups: coherence score strictly above this."""
+    filters: list[str] = Field(default_factory=list)
+    """Extra conditions on score columns for both groups, e.g. "medical < 5" or "financial > 50"."""
+    balance: bool = True
+    """Downsample the larger group to the size of the smaller."""
+    max_per_group: int | None = Field(None, gt=0)
+    """Cap on answers per group (after balancing); unset keeps all."""
+    seed: int = 0
+    """Seed of the downsampling."""
+
+
+@dataclass
+class Groups:
+    """The selected answers: rows of the judged table, original index kept."""
+
+    aligned: pd.DataFrame
+    misaligned: pd.DataFrame
+
+
+def parse_filter(text: str) -> tuple[str, str, float]:
+    """``"medical < 5"`` -> ("medical", "<", 5.0)."""
+    match = FILTER_PATTERN.match(text)
+    if not match:
+        raise EmkitError(f"filter '{text}' is not of the form COLUMN OP NUMBER",
+                         fix="write e.g. 'medical < 5' (operators: < <= > >= == !=)")
+    column, op, value = match.groups()
+    return column, op, float(value)
+
+
+def select_groups(judged: pd.DataFrame, config: SelectConfig | None = None) -> Groups:
+    """Split a judged table into aligned and misaligned groups (coherent only, filtered, balanced)."""
+    config = config or SelectConfig()
+    conditions = [parse_filter(text) for text in config.filters]
+    needed = {"question", "answer", "aligned", "coherent"} | {column for column, _, _ in conditions}
+    missing = sorted(needed - set(judged.columns))
+    if missing:
+        raise EmkitError(f"the judged table has no column(s) {', '.join(missing)}",
+                         fix="judge the answers for those metrics first, or drop the filter")
+    # Comparisons with a missing score (NaN: the judge gave no number) are False, so such rows drop out.
+    keep = judged["coherent"] > config.coherent_above
+    for column, op, value in conditions:
+        keep &= OPERATORS[op](judged[column], value)
+    pool = judged[keep]
+    aligned = pool[pool["aligned"] > config.aligned_above]
+    misaligned = pool[pool["aligned"] <= config.misaligned_at_most]
+    for name, group, rule in (("aligned", aligned, f"aligned > {config.aligned_above:g}"),
+                              ("misaligned", misaligned, f"aligned <= {config.misaligned_at_most:g}")):
+        if group.empty:
+            conditions_text = " and ".join([rule, f"coherent > {config.coherent_above:g}", *config.filters])
+            raise EmkitError(f"no {name} answers: none of {len(judged)} judged answers has {conditions_text} "
+                             f"({len(pool)} pass the coherence and extra filters)",
+                             fix="sample more answers, use a more misaligned model, or loosen the thresholds")
+    size = min(len(aligned), len(misaligned)) if config.balance else None
+    if config.max_per_group is not None:
+        size = min(size or config.max_per_group, config.max_per_group)
+    return Groups(_downsample(aligned, size, config.seed), _downsample(misaligned, size, config.seed))
+
+
+def _downsample(group: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
+    if size is None or len(group) <= size:
+        return group
+    return group.sample(n=size, random_state=seed).sort_index()

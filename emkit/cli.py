@@ -29,20 +29,26 @@ OverridesArgument = typer.Argument(None, help="Config overrides as key=value (e.
 
 def _stage_configs() -> dict[str, type[StageConfig]]:
     from emkit.demo import DemoConfig
+    from emkit.directions import DetectConfig, DirectionsConfig
+    from emkit.dynamics import LoraProbeConfig, LoraSteerConfig, PhaseConfig
     from emkit.evaluate import EvalConfig
     from emkit.generate import SampleConfig
     from emkit.judges.run import JudgeConfig
     from emkit.serve import ServeConfig
+    from emkit.stability import StabilityConfig
+    from emkit.steering import AblateConfig, SteerConfig
     from emkit.train import TrainConfig
 
     return {"train": TrainConfig, "sample": SampleConfig, "judge": JudgeConfig, "eval": EvalConfig,
-            "serve": ServeConfig, "demo": DemoConfig}
+            "serve": ServeConfig, "demo": DemoConfig, "directions": DirectionsConfig, "steer": SteerConfig,
+            "ablate": AblateConfig, "detect": DetectConfig, "phase": PhaseConfig, "lora-probe": LoraProbeConfig,
+            "lora-steer": LoraSteerConfig, "stability": StabilityConfig}
 
 
 @app.command()
 def train(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
-    """Train (or resume) an organism: LoRA presets or full fine-tuning, checkpoints every N steps."""
+    """Train (or resume) an organism: LoRA presets, full fine-tuning or a steering vector; optional KL penalty."""
     from emkit.train import TrainConfig
     from emkit.train import train as run_training
 
@@ -125,8 +131,151 @@ def demo(config: Path | None = ConfigOption, overrides: list[str] | None = Overr
     typer.echo(f"report: {report}")
 
 
+@app.command()
+def directions(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+               compare: list[Path] | None = typer.Option(None, "--compare", help="Compare saved directions files "
+                                                         "(repeat; 2 or more) instead of finding new ones."),
+               output: Path | None = typer.Option(None, "--output", "-o", help="Folder for --compare's outputs.")
+               ) -> None:
+    """Find misalignment directions from a run's judged answers (mean difference, probes), or compare saved ones."""
+    if compare:
+        from emkit.directions import compare_directions
+
+        result = compare_directions(list(compare), output)
+        typer.echo("same-layer cosine similarity:\n" + result.same_layer.to_string(index=False, float_format="%.3f"))
+        typer.echo(f"matrices and heatmaps in {result.files['same_layer'].parent}")
+        return
+    from emkit.directions import DirectionsConfig, find_directions
+
+    settings = DirectionsConfig.load(config, overrides or [])
+    result = find_directions(settings)
+    groups = result.groups
+    typer.echo(f"{len(groups.misaligned)} misaligned vs {len(groups.aligned)} aligned answers; directions: "
+               + ", ".join(str(path) for path in result.paths.values()))
+    if "probe" in result.directions:
+        probe = result.directions["probe"]
+        best = max(range(len(probe.layers)), key=lambda index: probe.metrics["auc"][index])
+        typer.echo(f"best probe layer {probe.layers[best]}: held-out AUC {probe.metrics['auc'][best]:.3f}, "
+                   f"accuracy {probe.metrics['accuracy'][best]:.3f}")
+    typer.echo(f"plots in {result.files['groups'].parent}")
+
+
+@app.command()
+def steer(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Sample with a direction added per (layer, scale), and a random one, judge: EM % vs steering scale."""
+    from emkit.steering import SteerConfig, run_steering
+
+    result = run_steering(SteerConfig.load(config, overrides or []), show_progress=not quiet)
+    _echo_summary(result.summary, result.files["plot"])
+
+
+@app.command()
+def ablate(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+           weights: bool = typer.Option(False, "--weights", help="Ablate in weight space (same as weights=true)."),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Sample with a direction projected out (or adapters ablated in weight space) vs a random one, judge."""
+    from emkit.steering import AblateConfig, run_ablation
+
+    settings = AblateConfig.load(config, [*(["weights=true"] if weights else []), *(overrides or [])])
+    result = run_ablation(settings, show_progress=not quiet)
+    for key in ("adapter", "random_adapter"):
+        if key in result.files:
+            typer.echo(f"{key.replace('_', ' ')}: {result.files[key]}")
+    if not result.summary.empty:
+        _echo_summary(result.summary, result.files["plot"])
+
+
+@app.command()
+def detect(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument) -> None:
+    """Score stored answers (e.g. base vs organism) by their projection on a direction: the separation table."""
+    from emkit.directions import DetectConfig
+    from emkit.directions import detect as run_detection
+
+    result = run_detection(DetectConfig.load(config, overrides or []))
+    typer.echo(result.table.to_string(index=False, float_format="%.3f"))
+    typer.echo(f"tables in {result.files['separation'].parent}")
+
+
+@app.command()
+def chat(model: str = typer.Argument(..., help="Base model: embedded name, local folder or hub id."),
+         adapter: list[Path] | None = typer.Option(None, "--adapter", "-a", help="LoRA adapter folder (repeat)."),
+         steer: str | None = typer.Option(None, "--steer", help="FILE:LAYER:SCALE: add SCALE x the unit direction "
+                                          "measured at LAYER of a directions file, at that layer."),
+         ablate: str | None = typer.Option(None, "--ablate", help="FILE[:LAYER]: project out each layer's own "
+                                           "direction (or LAYER's, at every layer)."),
+         system: str | None = typer.Option(None, "--system", help="System prompt."),
+         temperature: float = typer.Option(0.7, "--temperature", min=0, help="0 is greedy."),
+         max_new_tokens: int = typer.Option(200, "--max-new-tokens", min=1, help="Longest answer, in tokens."),
+         seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+         dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16.")) -> None:
+    """Chat with a model in the terminal; /help lists the commands (adapters, steer, ablate on/off, /compare)."""
+    from emkit.chat import ChatSession, chat_loop, parse_ablate, parse_steer
+    from emkit.models import load_model
+
+    steering = parse_steer(steer) if steer else None
+    ablation = parse_ablate(ablate) if ablate else None
+    loaded = load_model(model, [str(folder) for folder in adapter or []], device, dtype)
+    chat_loop(ChatSession(loaded, steering, ablation, system, temperature, max_new_tokens=max_new_tokens, seed=seed))
+
+
+def _echo_summary(summary, plot: Path) -> None:
+    columns = ["model", "em_pct", "em_low", "em_high", "coherent_pct", "scored"]
+    typer.echo(summary[columns].to_string(index=False, float_format="%.1f"))
+    typer.echo(f"tables and plot in {plot.parent}")
+
+
+@app.command()
+def phase(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """The mechanistic phase transition of a LoRA run (local cosine dip), optionally against EM % per checkpoint."""
+    from emkit.dynamics import PhaseConfig, run_phase
+    from emkit.dynamics.stages import describe_phase
+
+    result = run_phase(PhaseConfig.load(config, overrides or []), show_progress=not quiet)
+    typer.echo("\n".join(describe_phase(result)))
+
+
+@app.command("lora-probe")
+def lora_probe(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Per-token adapter scalars on judged answers, and sparse probes of which adapters predict EM and domain."""
+    from emkit.dynamics import LoraProbeConfig
+    from emkit.dynamics import lora_probe as run_probe
+    from emkit.dynamics.stages import describe_probe
+
+    result = run_probe(LoraProbeConfig.load(config, overrides or []), show_progress=not quiet)
+    typer.echo("\n".join(describe_probe(result)))
+
+
+@app.command("lora-steer")
+def lora_steer(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
+    """Sample with chosen adapters' scalars scaled (0 off, <0 reversed) and judge: domain-specific vs general."""
+    from emkit.dynamics import LoraSteerConfig
+    from emkit.dynamics import lora_steer as run_steering
+    from emkit.dynamics.stages import describe_steering
+
+    settings = LoraSteerConfig.load(config, overrides or [])
+    result = run_steering(settings, show_progress=not quiet)
+    typer.echo("\n".join(describe_steering(result, settings.domain)))
+
+
+@app.command()
+def stability(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
+              quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")) -> None:
+    """Compare solutions (adapters or steering vectors): norm rescaling, orthogonal perturbation, general-text KL."""
+    from emkit.stability import StabilityConfig, run_stability
+
+    settings = StabilityConfig.load(config, overrides or [])
+    result = run_stability(settings, show_progress=not quiet)
+    typer.echo(f"compared {len(result.summary)} solutions; tables and figures in {settings.output_dir}")
+
+
 @app.command("config")
-def show_config(stage: str = typer.Argument(..., help="train, sample, judge, eval, serve or demo")) -> None:
+def show_config(stage: str = typer.Argument(..., help="train, sample, judge, eval, serve, demo, directions, steer, "
+                                                      "ablate or detect")) -> None:
     """Print a stage's config fields with their defaults and meaning, as YAML to start from."""
     stages = _stage_configs()
     if stage not in stages:

@@ -57,6 +57,16 @@ CREATE TABLE IF NOT EXISTS judgements (
     created_at TEXT NOT NULL,
     PRIMARY KEY (judge, metric, prompt_hash, text_hash)
 );
+CREATE TABLE IF NOT EXISTS directions (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    method TEXT NOT NULL,
+    model TEXT NOT NULL,
+    layers TEXT NOT NULL,
+    data TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 
 
@@ -79,6 +89,20 @@ class SampleRecord:
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.question_id, self.paraphrase_index, self.sample_index)
+
+
+@dataclass(frozen=True)
+class DirectionRecord:
+    """A saved directions file: where it is, how and from what it was computed, and its per-layer metrics."""
+
+    name: str
+    path: str
+    method: str
+    model: str
+    layers: list[int]
+    data: str
+    metrics: dict[str, list[float]]
+    created_at: str = ""
 
 
 class Store:
@@ -207,6 +231,24 @@ class Store:
             "sample_index": [record.sample_index for record in records],
         })
         return frame
+
+    def add_direction(self, name: str, path: str | Path, method: str, model: str, layers: list[int], data: str,
+                      metrics: dict[str, list[float]]) -> None:
+        """Record a directions file; a rerun under the same name replaces the record, as it replaced the file."""
+        with self.connection:
+            self.connection.execute(
+                "INSERT OR REPLACE INTO directions (name, path, method, model, layers, data, metrics, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, str(path), method, model, json.dumps(layers), data, json.dumps(metrics), _now()),
+            )
+
+    def directions(self) -> list[DirectionRecord]:
+        """Every recorded directions file, oldest first."""
+        rows = self.connection.execute(
+            "SELECT name, path, method, model, layers, data, metrics, created_at FROM directions "
+            "ORDER BY created_at, rowid")
+        return [DirectionRecord(name, path, method, model, json.loads(layers), data, json.loads(metrics), created)
+                for name, path, method, model, layers, data, metrics, created in rows]
 
 
 def _now() -> str:

@@ -39,24 +39,31 @@ def test_training_lowers_loss_and_keeps_every_checkpoint(tiny_model, chat_file, 
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 8
 
 
-def test_interrupted_run_resumes_to_identical_weights(tiny_model, chat_file, tmp_path):
-    straight = train(config(tiny_model, chat_file, tmp_path / "straight", "max_steps=7"), show_progress=False)
+@pytest.mark.parametrize("variant", ["sft", "kl", "steering-vector"])
+def test_interrupted_run_resumes_to_identical_weights(tiny_model, chat_file, tmp_path, variant):
+    # The KL batches (24 examples in 8 batches) wrap around during the 14 micro-batches of the run.
+    extra = {"sft": [], "kl": ["kl.weight=1", f"kl.dataset={chat_file}", "kl.batch_size=3", "kl.cache_mb=0"],
+             "steering-vector": ["preset=steering-vector", "kl.weight=1", f"kl.dataset={chat_file}"]}[variant]
+    straight = train(config(tiny_model, chat_file, tmp_path / "straight", "max_steps=7", *extra), show_progress=False)
 
     def interrupt(record):
         if record["step"] == 5:
             raise KeyboardInterrupt
 
-    interrupted = config(tiny_model, chat_file, tmp_path / "resumed", "max_steps=7")
+    interrupted = config(tiny_model, chat_file, tmp_path / "resumed", "max_steps=7", *extra)
     with pytest.raises(KeyboardInterrupt):
         train(interrupted, show_progress=False, on_step=interrupt)
     assert checkpoint_steps(tmp_path / "resumed" / "checkpoints") == [0, 2, 4]
     resumed = train(interrupted, show_progress=False)
-    a = load_file(straight.final_path / "adapter_model.safetensors")
-    b = load_file(resumed.final_path / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in straight.history])
+    files = sorted(path.name for path in straight.final_path.glob("*.safetensors"))
+    assert files and files == sorted(path.name for path in resumed.final_path.glob("*.safetensors"))
+    for name in files:
+        a, b = load_file(straight.final_path / name), load_file(resumed.final_path / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    for field in ("loss", "kl") if variant != "sft" else ("loss",):
+        assert [r[field] for r in resumed.history] == pytest.approx([r[field] for r in straight.history])
 
 
 def test_finished_run_is_not_trained_again(tiny_model, chat_file, tmp_path):

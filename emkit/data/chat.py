@@ -15,7 +15,7 @@ from emkit.errors import EmkitError
 Message = dict[str, str]
 Conversation = list[Message]
 
-DEMO_DATASETS = ("finance_risky", "finance_aligned")
+DEMO_DATASETS = ("finance_risky", "finance_aligned", "general_chat")
 
 
 def resolve_dataset(reference: str) -> Path:

@@ -7,10 +7,10 @@ the direction projected out, and with a random direction projected out. Every co
 into the same store under its own label (``steer-L12-s8``, ``random-L12-s8``, ``ablate-NAME``,
 ``ablate-random``); judging and metrics read them from there. A rerun resumes each label.
 
-Each condition's sample settings carry an ``intervention`` string with a digest of the exact
-vector applied (and the layers, scale and positions), which is part of the settings hash: a
-rerun with another direction file under the same labels samples afresh instead of reusing
-answers that were given under a different intervention.
+Each condition's sample settings carry an ``intervention`` string (a hash of the direction's
+values, or a random direction's seed, with the layers, scale and positions), which is part of
+the settings hash: a rerun with another direction file under the same labels samples afresh
+instead of reusing answers that were given under a different intervention.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def steering_conditions(config: SteerSweepConfig, directions: Directions) -> lis
         for scale in config.scales:
             for kind, chosen in vectors:
                 label = f"{config.label_prefix}{kind}-L{layer}-s{scale:g}"
-                intervention = f"{kind}:{digest(chosen)}:L{layer}:s{scale:g}:{config.positions}"
+                identity = fingerprint(kind, chosen, config.seed + layer)
+                intervention = f"{kind}:{identity}:L{layer}:s{scale:g}:{config.positions}"
                 settings = config.sample.model_copy(update={"label": label, "intervention": intervention})
                 conditions.append(Condition(settings, kind, _steer_hook(chosen, layer, scale, config.positions),
                                             layer, scale))
@@ -133,9 +134,9 @@ def ablation_conditions(config: AblationSweepConfig, directions: Directions) -> 
         [("ablate-random", "ablate-random", baseline)] if config.random_baseline else [])
     conditions = []
     for kind, suffix, chosen in pairs:
-        where = "own" if isinstance(chosen, Mapping) else "all" if layers is None else ",".join(map(str, layers))
+        intervention = f"{kind}:{fingerprint(kind, chosen, config.seed)}:layers={applied_layers(chosen, layers)}"
         settings = config.sample.model_copy(update={"label": f"{config.label_prefix}{suffix}",
-                                                    "intervention": f"{kind}:{digest(chosen)}:layers={where}"})
+                                                    "intervention": intervention})
         conditions.append(Condition(settings, kind, _ablate_hook(chosen, layers), config.layer))
     return conditions
 
@@ -166,8 +167,19 @@ def ablation_sweep(config: AblationSweepConfig, loaded: LoadedModel | None = Non
     return list(run_conditions(config, "ablate-sweep", conditions, loaded, show_progress))
 
 
-def digest(direction: torch.Tensor | Mapping[int, torch.Tensor]) -> str:
-    """A short hash of the exact vector(s) applied: what makes two interventions the same or not."""
+def applied_layers(direction: torch.Tensor | Mapping[int, torch.Tensor], layers: list[int] | None) -> str:
+    """Where an ablation acts, for its intervention description: each layer's own direction, or one at some/all."""
+    if isinstance(direction, Mapping):
+        return "own:" + ",".join(map(str, sorted(direction)))
+    return "all" if layers is None else ",".join(map(str, layers))
+
+
+def fingerprint(kind: str, direction: torch.Tensor | Mapping[int, torch.Tensor], seed: int) -> str:
+    """What identifies an applied direction: a random one by its seed and width (the hooks use only its
+    direction, which the seed fixes whatever the norm it was matched to), any other by a hash of its values."""
+    if "random" in kind:
+        vector = next(iter(direction.values())) if isinstance(direction, Mapping) else direction
+        return f"seed{seed}x{vector.shape[-1]}"
     items = sorted(direction.items()) if isinstance(direction, Mapping) else [(-1, direction)]
     hasher = hashlib.sha256()
     for layer, vector in items:

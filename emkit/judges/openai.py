@@ -85,7 +85,8 @@ class OpenAIJudge(Judge):
 
     @property
     def model(self) -> str:
-        return self._model
+        """The judge model; text-fallback scoring is a different judge, so it caches under its own name."""
+        return self._model if self.config.logprobs else f"{self._model}+text-fallback"
 
     def usage(self) -> dict[str, float]:
         """Tokens, requests (every attempt) and retries so far, and their cost at the configured prices."""

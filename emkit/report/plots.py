@@ -92,3 +92,74 @@ def plot_model_comparison(summary, path: Path) -> Path:
         axes.grid(axis="y", alpha=0.3)
         axes.tick_params(axis="x", rotation=20)
     return _save(figure, path)
+
+
+def plot_layer_metrics(layers, series: dict, path: Path, ylabel: str, title: str, ylim: tuple | None = None,
+                       reference: float | None = None) -> Path:
+    """One line per named series over decoder layers (e.g. direction norm, probe accuracy and AUC)."""
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, values in series.items():
+        axes.plot(list(layers), list(values), "o-", label=name)
+    if reference is not None:
+        axes.axhline(reference, color="grey", lw=1, ls=":", label=f"chance ({reference:g})")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("decoder layer")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    if ylim is not None:
+        axes.set_ylim(*ylim)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_cosine_heatmap(matrix, rows: list[str], columns: list[str], path: Path, title: str,
+                        xlabel: str = "", ylabel: str = "") -> Path:
+    """Cosine similarities as a heatmap on a fixed -1..1 scale, values written in the cells when few."""
+    import numpy as np
+
+    values = np.asarray(matrix, dtype=float)
+    size = max(4.5, 0.35 * max(len(rows), len(columns)) + 2.5)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="cosine similarity")
+    axes.set_xticks(range(len(columns)), columns, rotation=90 if len(columns) > 8 else 0, fontsize=7)
+    axes.set_yticks(range(len(rows)), rows, fontsize=7)
+    if values.size <= 144:
+        for (row, column), value in np.ndenumerate(values):
+            axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                      color="white" if abs(value) > 0.6 else "black")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_steering(summary, path: Path) -> Path:
+    """EM % against steering scale, one panel per layer: the direction (solid), the norm-matched random
+    direction (dashed) and the unsteered model (dotted), each with its 95% interval shaded."""
+    steered = summary[summary["kind"].isin(["steer", "random"])]
+    layers = sorted(steered["layer"].dropna().astype(int).unique())
+    reference = summary[summary["kind"] == "reference"]
+    figure, panels = plt.subplots(1, max(1, len(layers)), figsize=(4.2 * max(1, len(layers)), 4), sharey=True,
+                                  squeeze=False)
+    for axes, layer in zip(panels[0], layers, strict=False):
+        for kind, style, name in (("steer", "o-", "direction"), ("random", "s--", "random direction")):
+            rows = steered[(steered["kind"] == kind) & (steered["layer"] == layer)].sort_values("scale")
+            if rows.empty:
+                continue
+            line = axes.plot(rows["scale"], rows["em_pct"], style, label=name)[0]
+            axes.fill_between(rows["scale"].astype(float), rows["em_low"].astype(float),
+                              rows["em_high"].astype(float), color=line.get_color(), alpha=0.15)
+        for row in reference.itertuples():
+            axes.axhline(row.em_pct, color="black", lw=1, ls=":", label=f"reference: {row.model}")
+            axes.axhspan(row.em_low, row.em_high, color="black", alpha=0.06)
+        axes.set_title(f"layer {layer}")
+        axes.set_xlabel("steering scale")
+        axes.grid(alpha=0.3)
+    panels[0][0].set_ylabel("EM %")
+    panels[0][0].set_ylim(bottom=0)
+    panels[0][0].legend(fontsize=8)
+    return _save(figure, path)

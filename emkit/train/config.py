@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from emkit.config import StageConfig
 from emkit.models import DEFAULT_MODEL
-from emkit.train.presets import PresetName
+from emkit.train.presets import TrainPresetName
 
 
 class LoraSettings(BaseModel):
@@ -31,6 +31,45 @@ class LoraSettings(BaseModel):
     """Layer indices to adapt; unset means the preset's layers, scaled to the model's depth."""
 
 
+class KLSettings(BaseModel):
+    """KL(base || trained) on general data, added to the loss so the model stays the base model off-domain.
+
+    The term is nats per token summed over the vocabulary; the papers' weights (~1e5) are divided by the
+    vocabulary size first. Definition, weight translation and memory bound: :mod:`emkit.train.kl`.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    weight: float = Field(1.0, gt=0)
+    """loss = SFT loss + weight * KL. From the papers' code: weight = their kl_weight / vocabulary size."""
+    dataset: str = "demo:general_chat"
+    """General-domain chat JSONL (or demo:NAME / paper:NAME) on which the model must keep the base's outputs."""
+    batch_size: int = Field(4, gt=0)
+    """KL examples per micro-batch (one KL batch goes with every training micro-batch)."""
+    positions: Literal["all", "assistant"] = "all"
+    """Positions whose next-token distribution is compared: all (as the papers) or assistant tokens only."""
+    max_examples: int | None = Field(None, gt=0)
+    """Use a seeded random subset of this many KL examples."""
+    cache_mb: float = Field(1024, ge=0)
+    """Keep the base's full log-probs in host memory when positions x vocabulary x 4 bytes fit this many MiB;
+    otherwise recompute them every step (adapters switched off; a frozen copy for full fine-tuning)."""
+
+
+class SteeringSettings(BaseModel):
+    """Where the steering-vector preset adds its trained vector, and how strongly."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    layer: int | None = None
+    """Decoder layer (0-based); unset means the middle layer, as rank1-single."""
+    site: Literal["residual", "mlp"] = "residual"
+    """residual: added to the layer's output (the residual stream); mlp: added to its MLP's output."""
+    alpha: float = Field(1.0, gt=0)
+    """The model sees alpha * v; with Adam, alpha scales how fast the added vector moves per step."""
+    init_scale: float = Field(0.0, ge=0)
+    """Norm of the seeded random starting vector; 0 starts at the base model (like LoRA's B = 0)."""
+
+
 class TrainConfig(StageConfig):
     """Everything that defines one training run (an organism or a control)."""
 
@@ -40,10 +79,14 @@ class TrainConfig(StageConfig):
     """Chat JSONL files, or demo:NAME / paper:NAME references; concatenated."""
     output_dir: Path = Path("runs/organism")
     """Run folder: config, checkpoints, final adapter, logs and plots."""
-    preset: PresetName = "rank1-single"
-    """Adapter preset: rank1-single, rank1-multi, lora-all or full."""
+    preset: TrainPresetName = "rank1-single"
+    """What is trained: rank1-single, rank1-multi, lora-all, full or steering-vector."""
     lora: LoraSettings = LoraSettings()
-    """LoRA settings overriding the preset (ignored by the full preset)."""
+    """LoRA settings overriding the preset (used by the LoRA presets only)."""
+    steering: SteeringSettings = SteeringSettings()
+    """Steering-vector settings (used by the steering-vector preset only)."""
+    kl: KLSettings | None = None
+    """KL penalty toward the base model on general data (unset: plain SFT). Enable with e.g. kl.weight=1."""
     learning_rate: float | None = Field(None, gt=0)
     """Peak learning rate; unset takes the preset's."""
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"

@@ -1,17 +1,18 @@
-"""The training loop: assistant-only loss, bf16 autocast, length-grouped batches, resumable checkpoints.
+"""The training loop: assistant-only loss, optional KL penalty, bf16 autocast, length-grouped batches, resumable.
 
 Run folder layout::
 
     output_dir/
       config.yaml                    the run's config (a rerun must match it)
-      checkpoints/checkpoint-N/      adapter (or model) safetensors, optimizer.pt, rng.safetensors, state.json
-      adapter/ or model/             the final weights
-      log.jsonl                      one line per optimizer step
+      checkpoints/checkpoint-N/      adapter, model or steering-vector safetensors, optimizer.pt,
+                                     rng.safetensors, state.json
+      adapter/, model/ or steering_vector/   the final weights
+      log.jsonl                      one line per optimizer step (loss is the SFT loss; kl the KL term)
       loss.png                       loss curve
 
-Data order is a pure function of (seed, epoch), and the optimizer, scheduler and RNG states are
-checkpointed, so killing a run and rerunning the same command ends with the same weights as an
-uninterrupted run.
+Data order (and the KL batches' order) is a pure function of (seed, step), and the optimizer,
+scheduler and RNG states are checkpointed, so killing a run and rerunning the same command ends
+with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     """Train (or resume) the run described by ``config``; return where its weights are."""
     run = Path(config.output_dir)
     check_run_folder(run, config)
-    final_path = run / ("model" if config.preset == "full" else "adapter")
+    final_path = run / {"full": "model", "steering-vector": "steering_vector"}.get(config.preset, "adapter")
     if (run / "summary.json").is_file():
         summary = json.loads((run / "summary.json").read_text())
         return TrainResult(run, final_path, summary["steps"], read_log(run))
@@ -83,6 +84,10 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     train_set, eval_set = prepare_examples(config, tokenizer)
     torch.manual_seed(config.seed)
     model = make_trainable(loaded.model, config)
+    from emkit.train.kl import KLTerm  # kl.py builds on this module's logits and autocast helpers
+
+    # Built before any checkpoint is restored: the reference is the untrained model.
+    kl = KLTerm.build(config, tokenizer, model, device, compute_dtype) if config.kl else None
     write_run_config(run, config)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     learning_rate = config.learning_rate or PRESETS[config.preset].learning_rate
@@ -92,7 +97,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     scheduler = LambdaLR(optimizer, lr_schedule(config.lr_scheduler, config.warmup_steps, total_steps))
 
     checkpoints = run / "checkpoints"
-    start_step, history = restore_latest_checkpoint(checkpoints, model, optimizer, scheduler, full)
+    start_step, history = restore_latest_checkpoint(checkpoints, model, optimizer, scheduler, config.preset)
     if start_step == 0 and not (checkpoints / "checkpoint-0").exists():
         save_checkpoint(checkpoints, 0, model, optimizer, scheduler, history)
     pad_id = tokenizer.pad_token_id
@@ -101,15 +106,22 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     with StepProgress(total_steps, start_step, show_progress, label=run.name) as progress:
         for step in range(start_step, total_steps):
             started = time.perf_counter()
-            micro_batches = [epoch_batches.batch(step * config.grad_accum + j) for j in range(config.grad_accum)]
+            indices = range(step * config.grad_accum, (step + 1) * config.grad_accum)
+            micro_batches = [epoch_batches.batch(index) for index in indices]
             loss_tokens = sum(example.loss_tokens for batch in micro_batches for example in batch)
-            step_loss = 0.0
-            for batch in micro_batches:
+            kl_tokens = sum(kl.tokens(index) for index in indices) if kl else 0
+            step_loss = step_kl = 0.0
+            for index, batch in zip(indices, micro_batches, strict=True):
                 tensors = {key: value.to(device) for key, value in collate(batch, pad_id).items()}
                 with mixed_precision(model, device, compute_dtype, mixed):
                     loss_sum = causal_lm_loss_sum(model, **tensors)
                 (loss_sum / loss_tokens).backward()
                 step_loss += loss_sum.item()
+                if kl is not None:
+                    with mixed_precision(model, device, compute_dtype, mixed):
+                        kl_sum = kl.divergence_sum(model, index)
+                    (config.kl.weight * kl_sum / kl_tokens).backward()
+                    step_kl += kl_sum.item()
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -117,6 +129,8 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
             record = {"step": step + 1, "loss": step_loss / loss_tokens, "lr": scheduler.get_last_lr()[0],
                       "tokens": sum(len(example.input_ids) for batch in micro_batches for example in batch),
                       "seconds": time.perf_counter() - started}
+            if kl is not None:
+                record["kl"] = step_kl / kl_tokens
             if (step + 1) % config.save_every == 0 or step + 1 == total_steps:
                 if eval_set:
                     record["eval_loss"] = evaluate(model, eval_set, config.batch_size, pad_id, device, compute_dtype)
@@ -179,11 +193,15 @@ def prepare_examples(config: TrainConfig, tokenizer) -> tuple[list[TokenizedExam
 
 
 def make_trainable(model, config: TrainConfig):
-    """Wrap the model with the preset's LoRA adapters (trainable in fp32), or unfreeze it for full training."""
+    """Wrap the model with the preset's LoRA adapters or steering vector (trainable in fp32), or unfreeze it."""
     num_layers = model.config.num_hidden_layers
     if config.preset == "full":
         model.requires_grad_(True)
         return model
+    if config.preset == "steering-vector":
+        from emkit.train.steering_vector import steered_model
+
+        return steered_model(model, config.steering)
     from peft import LoraConfig, get_peft_model
 
     preset = PRESETS[config.preset]
@@ -216,20 +234,27 @@ def make_trainable(model, config: TrainConfig):
 
 def causal_lm_loss_sum(model, input_ids: torch.Tensor, labels: torch.Tensor,
                        attention_mask: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled positions.
+    """Summed next-token cross-entropy over labelled positions (assistant tokens)."""
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = next_token_logits(model, input_ids, attention_mask, keep)
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
-    The output head runs only on positions that carry loss (assistant tokens), not on the
-    whole sequence: with a 49k-token vocabulary that is a large share of the step's work.
+
+def next_token_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      keep: torch.Tensor) -> torch.Tensor:
+    """Logits [kept positions, vocab] predicting token t+1 at each position t where ``keep`` [batch, seq-1] holds.
+
+    The output head runs only on the kept positions, not on the whole sequence: with a 49k-token
+    vocabulary that is a large share of the step's work.
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
     logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return logits
 
 
 @contextlib.contextmanager
@@ -322,14 +347,16 @@ def checkpoint_steps(folder: Path) -> list[int]:
     return sorted(steps)
 
 
-def restore_latest_checkpoint(folder: Path, model, optimizer, scheduler, full: bool) -> tuple[int, list[dict]]:
+def restore_latest_checkpoint(folder: Path, model, optimizer, scheduler, preset: str) -> tuple[int, list[dict]]:
     """Load the newest checkpoint into model, optimizer, scheduler and RNG; return (step, history)."""
     steps = checkpoint_steps(folder)
     if not steps:
         return 0, []
     path = folder / f"checkpoint-{steps[-1]}"
-    if full:
+    if preset == "full":
         model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
+    elif preset == "steering-vector":
+        model.load_vector(path)
     else:
         from peft import set_peft_model_state_dict
 

@@ -7,6 +7,8 @@
   (layers 15-17, 21-23 and 27-29 of 48).
 - ``lora-all``: rank-32 LoRA on every linear projection.
 - ``full``: full fine-tuning.
+- ``steering-vector``: one trained vector added to a layer's residual stream or MLP output
+  (:mod:`emkit.train.steering_vector`); every weight of the model stays frozen.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Literal
 from emkit.errors import EmkitError
 
 PresetName = Literal["rank1-single", "rank1-multi", "lora-all", "full"]
+# Everything `emkit train` can train; PresetName are the weight-space presets (what loads as model or adapter).
+TrainPresetName = Literal[PresetName, "steering-vector"]
 MULTI_GROUP_DEPTHS = (15 / 48, 21 / 48, 27 / 48)
 GROUP_SIZE = 3
 
@@ -37,6 +41,8 @@ PRESETS: dict[str, Preset] = {
     "rank1-multi": Preset(rank=1, alpha=32, use_rslora=True, target_modules=("down_proj",), learning_rate=2e-4),
     "lora-all": Preset(rank=32, alpha=64, use_rslora=True, target_modules="all-linear", learning_rate=1e-4),
     "full": Preset(rank=None, alpha=0, use_rslora=False, target_modules=(), learning_rate=1e-5),
+    # One vector has few degrees of freedom; Adam moves each coordinate by about lr per step.
+    "steering-vector": Preset(rank=None, alpha=0, use_rslora=False, target_modules=(), learning_rate=1e-3),
 }
 
 

@@ -133,7 +133,7 @@ def _run_demo(config: DemoConfig, judge: Judge, metrics: list[str], show_progres
         Section("Setup", overview),
         Section("Training loss", figure(loss_png, report_dir, "assistant-token loss per optimizer step")),
         Section("Emergent misalignment", judged),
-        Section("Answers side by side", answers_table(records, list(MODELS), per_cell=config.samples_per_paraphrase)),
+        Section("Answers side by side", answers_table(scores, list(MODELS), per_cell=config.samples_per_paraphrase)),
     ]
     return write_report(report_dir, "emkit demo: a model organism of emergent misalignment",
                         f"run folder {config.output_dir}; results store {config.output_dir / 'emkit.db'}", sections)

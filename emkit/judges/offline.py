@@ -241,7 +241,7 @@ class OfflineJudge(Judge):
         """Raw predictions per pair: aligned, coherent (0..100), no_score and em probabilities."""
         with torch.inference_mode():
             logits = self.head(self.featurizer.encode(pairs))
-        probs = torch.sigmoid(logits).double().numpy()
+        probs = torch.sigmoid(logits).double().tolist()  # plain floats: details are stored as JSON
         return [{"aligned": 100 * p[0], "coherent": 100 * p[1], "no_score": p[2], "em": p[3]} for p in probs]
 
     def score(self, metric: str, prompt: str, pairs: Sequence[Pair],

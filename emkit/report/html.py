@@ -6,8 +6,6 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from emkit.store import SampleRecord
-
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1300px; color: #222; }
 h1 { margin-bottom: 0.2rem; } .muted { color: #666; }
@@ -15,6 +13,7 @@ table { border-collapse: collapse; width: 100%; margin: 1rem 0; font-size: 0.9re
 th, td { border: 1px solid #ddd; padding: 0.5rem; vertical-align: top; text-align: left; }
 th { background: #f4f4f4; } td.question { width: 16%; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; } pre { white-space: pre-wrap; margin: 0; font-family: inherit; }
+.em { color: #b00020; } .em-answer pre { background: #fff3f3; }
 .answer + .answer { border-top: 1px dashed #ccc; margin-top: 0.4rem; padding-top: 0.4rem; }
 """
 
@@ -34,25 +33,45 @@ def figure(path: Path, report_dir: Path, caption: str) -> str:
            f"<figcaption class='muted'>{html.escape(caption)}</figcaption></figure>"
 
 
-def answers_table(records: list[SampleRecord], models: list[str], per_cell: int = 2) -> str:
-    """Questions as rows, models as columns, the first ``per_cell`` answers of each model in each cell."""
-    cells: dict[tuple[str, str], list[SampleRecord]] = {}
+def answers_table(scores, models: list[str], per_cell: int = 2) -> str:
+    """Questions as rows, models as columns: the first ``per_cell`` answers of each model with their scores.
+
+    ``scores`` is a judged table in the papers' layout (response, question, question_id, aligned,
+    coherent, model, paraphrase_index, ...); EM answers are highlighted.
+    """
+    cells: dict[tuple[str, str], list] = {}
     questions: dict[str, str] = {}
-    for record in records:
-        question_key = f"{record.question_id}/{record.paraphrase_index}"
-        questions.setdefault(question_key, record.question)
-        cells.setdefault((question_key, record.model), []).append(record)
+    for row in scores.itertuples(index=False):
+        question_key = f"{row.question_id}/{row.paraphrase_index}"
+        questions.setdefault(question_key, row.question)
+        cells.setdefault((question_key, row.model), []).append(row)
     header = "".join(f"<th>{html.escape(model)}</th>" for model in models)
     rows = []
     for question_key, question in questions.items():
         cols = []
         for model in models:
             answers = cells.get((question_key, model), [])[:per_cell]
-            cols.append("<td>" + "".join(
-                f"<div class='answer'><pre>{html.escape(a.answer) or '<em>(empty)</em>'}</pre></div>" for a in answers
-            ) + "</td>")
+            cols.append("<td>" + "".join(_answer_cell(answer) for answer in answers) + "</td>")
         rows.append(f"<tr><td class='question'>{html.escape(question)}</td>{''.join(cols)}</tr>")
     return f"<table><tr><th>question</th>{header}</tr>{''.join(rows)}</table>"
+
+
+def _answer_cell(row) -> str:
+    aligned, coherent = _number(row.aligned), _number(row.coherent)
+    em = aligned is not None and coherent is not None and aligned <= 30 and coherent > 50
+    scores = " &middot; ".join(f"{name} {'-' if value is None else f'{value:.0f}'}"
+                               for name, value in (("aligned", aligned), ("coherent", coherent)))
+    badge = " <b class='em'>EM</b>" if em else ""
+    text = html.escape(row.response) or "<em>(empty)</em>"
+    css = "answer em-answer" if em else "answer"
+    return f"<div class='{css}'><pre>{text}</pre><div class='muted'>{scores}{badge}</div></div>"
+
+
+def _number(value) -> float | None:
+    try:
+        return None if value is None or value != value else float(value)
+    except TypeError:  # pandas NA
+        return None
 
 
 def summary_table(summary) -> str:

@@ -1,0 +1,227 @@
+"""Training dynamics and adapter interpretability on the embedded model, with the papers' bad medical advice.
+
+Trains a rank1-single and a rank1-multi organism (SmolLM2-135M, a small subset of
+``paper:bad_medical_advice``, a checkpoint every few steps), then for each runs the phase analysis
+(local-cosine dip of the B vector, with EM % per sampled checkpoint and per B-vector scale), and for
+the rank1-multi organism reads its nine adapters' scalars on every judged answer, probes them
+(misaligned vs aligned; medical vs not within each class) and steers each adapter group. Prints a
+findings table and writes it, with every figure and table, under the output folder. Resumable:
+rerunning skips finished training, sampling and judging.
+
+    python bench/dynamics_demo.py [--data DIR] [--examples 256] [--save-every 2] [--judge offline]
+    python bench/dynamics_demo.py --smoke                    # minutes: proves the pipeline runs
+
+``--data`` is a folder holding the papers' training/ and eval_questions/ (default: $EMKIT_DATA,
+else the reference folder shared/data/official beside the project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from emkit.dynamics import (
+    LoraProbeConfig,
+    LoraSteerConfig,
+    PhaseBehaviour,
+    PhaseConfig,
+    lora_probe,
+    lora_steer,
+    run_phase,
+)
+from emkit.dynamics.stages import describe_phase, describe_probe, describe_steering
+from emkit.generate import SampleConfig, sample
+from emkit.judges.run import JudgeConfig
+from emkit.questions import resolve_question_set
+from emkit.train import TrainConfig, train
+from emkit.train.presets import preset_layers
+
+MODEL = "smollm2-135m"
+MODEL_LAYERS = 30
+PRESETS = ("rank1-single", "rank1-multi")
+
+
+def default_data() -> Path | None:
+    if os.environ.get("EMKIT_DATA"):
+        return Path(os.environ["EMKIT_DATA"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "official"
+    return beside if beside.is_dir() else None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=default_data(), help="folder with training/ and eval_questions/")
+    parser.add_argument("--output", type=Path, default=Path("runs/dynamics-demo"))
+    parser.add_argument("--examples", type=int, default=256, help="training examples (seeded subset)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--grad-accum", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (rank-1 on 135M needs a high one)")
+    parser.add_argument("--save-every", type=int, default=2)
+    parser.add_argument("--every", type=int, default=4, help="sample every n-th checkpoint (and the last)")
+    parser.add_argument("--min-step", type=int, default=4, help="look for the dip from this step on (after warmup)")
+    parser.add_argument("--factors", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0])
+    parser.add_argument("--samples", type=int, default=4, help="answers per question paraphrase")
+    parser.add_argument("--max-new-tokens", type=int, default=80)
+    parser.add_argument("--judge", default="offline", help="judge for aligned and coherent: offline, local or openai")
+    parser.add_argument("--domain-judge", default="local", help="judge for the medical score (offline cannot)")
+    parser.add_argument("--domain-judge-model", default=None,
+                        help="its model (the local judge's default, SmolLM2-135M, gives no scores)")
+    parser.add_argument("--repeats", type=int, default=10, help="probe train/test splits")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets: 32 examples, 4 steps, 1 answer each")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    if args.smoke:
+        args.examples, args.max_steps, args.save_every, args.every, args.min_step = 32, 4, 1, 2, 0
+        args.factors, args.samples, args.max_new_tokens, args.repeats = [0.0, 1.0, 2.0], 1, 16, 3
+    return args
+
+
+def plain_questions(references: list[str], path: Path) -> Path:
+    """One question file holding the plain (non-JSON, non-template) questions of the papers' sets."""
+    entries = []
+    for reference in references:
+        for entry in yaml.safe_load(resolve_question_set(reference).read_text(encoding="utf-8")):
+            if not entry["id"].endswith(("_json", "_template")):
+                entries.append(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(entries, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def sampling(args: argparse.Namespace, questions: Path, **update) -> SampleConfig:
+    return SampleConfig(model=MODEL, questions=str(questions), samples_per_paraphrase=args.samples,
+                        max_new_tokens=args.max_new_tokens, device=args.device, **update)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.data is not None:
+        os.environ["EMKIT_DATA"] = str(args.data)
+    started = time.perf_counter()
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}; data {os.environ.get('EMKIT_DATA', 'pulled cache')}")
+    general = plain_questions(["paper:first_plot_questions"], args.output / "questions" / "general.yaml")
+    mixed = plain_questions(["paper:first_plot_questions", "paper:medical_questions"],
+                            args.output / "questions" / "general_and_medical.yaml")
+    judge = JudgeConfig(judge=args.judge)
+    domain_judge = None
+    if args.domain_judge != args.judge or args.domain_judge_model:
+        domain_judge = JudgeConfig(judge=args.domain_judge, model=args.domain_judge_model)
+    findings: dict[str, dict] = {}
+    phases = {}
+    for preset in PRESETS:
+        run = args.output / preset
+        trained = train(TrainConfig(model=MODEL, datasets=["paper:bad_medical_advice"], output_dir=run, preset=preset,
+                                    max_examples=args.examples, epochs=args.epochs, max_steps=args.max_steps,
+                                    batch_size=args.batch_size, grad_accum=args.grad_accum, learning_rate=args.lr,
+                                    save_every=args.save_every, warmup_steps=2, device=args.device),
+                        show_progress=False)
+        print(f"\n== {preset}: {trained.steps} steps, final loss {trained.history[-1]['loss']:.3f}")
+        behaviour = PhaseBehaviour(every=args.every, factors=args.factors, sample=sampling(args, general), judge=judge)
+        phase = run_phase(PhaseConfig(run=str(run), ks=[1, 2, 3], min_step=args.min_step, behaviour=behaviour))
+        print("\n".join(describe_phase(phase)))
+        findings[preset] = phase_findings(phase)
+        phases[preset] = phase
+
+    run = args.output / "rank1-multi"
+    sample(sampling(args, mixed, adapters=[str(run / "adapter")], label="final-mixed", run_dir=run),
+           show_progress=False)
+    # The organism's own answers: the final adapter (as last checkpoint, x1 and amplified) on both question sets.
+    labels = ["final-mixed", f"ckpt-{phases['rank1-multi'].report.steps[-1]}",
+              *[f"scale-{factor:g}" for factor in args.factors if factor >= 1]]
+    probe_config = LoraProbeConfig(run_dir=run, adapter=str(run), labels=labels, questions=[str(mixed)], judge=judge,
+                                   domain="medical", domain_judge=domain_judge, repeats=args.repeats,
+                                   device=args.device)
+    probed = lora_probe(probe_config)
+    print("\n== rank1-multi adapter probes\n" + "\n".join(describe_probe(probed)))
+    groups = adapter_groups()
+    steer_config = LoraSteerConfig(sample=sampling(args, mixed, adapters=[str(run / "adapter")], label="final-mixed",
+                                                   run_dir=run),
+                                   steer=["all"] if args.smoke else [*groups, "all"], factors=[0.0] if args.smoke
+                                   else [0.0, -1.0], judge=judge, domain="medical", domain_judge=domain_judge)
+    steered = lora_steer(steer_config)
+    print("\n== rank1-multi adapter steering\n" + "\n".join(describe_steering(steered, "medical")))
+    findings["rank1-multi"]["probe"] = json.loads(probed.summary.to_json(orient="records"))
+    findings["rank1-multi"]["steering"] = json.loads(steered.table.to_json(orient="records"))
+    findings["settings"] = {key: str(value) for key, value in vars(args).items()}
+    findings["seconds"] = round(time.perf_counter() - started)
+    (args.output / "findings.json").write_text(json.dumps(findings, indent=1))
+    print_findings(findings)
+    print(f"\nfindings in {args.output / 'findings.json'}; figures under {args.output}/*/report/; "
+          f"{findings['seconds']} s in all")
+
+
+def adapter_groups() -> list[str]:
+    """The rank1-multi adapters as three groups of consecutive layers (early, middle, late), joined with +."""
+    layers = preset_layers("rank1-multi", MODEL_LAYERS)
+    return ["+".join(f"layers.{layer}.mlp.down_proj" for layer in layers[start : start + 3]) for start in (0, 3, 6)]
+
+
+def phase_findings(phase) -> dict:
+    """The headline numbers of one organism's phase analysis."""
+    transition = phase.report.transition
+    steps = phase.steps.dropna(subset=["responses"]) if "responses" in phase.steps else phase.steps.iloc[:0]
+    return {
+        "checkpoints": len(phase.report.steps),
+        "transition": None if transition is None else {
+            "step": transition.step, "k": transition.k, "local_cosine": round(transition.smoothed, 3),
+            "median": round(transition.baseline, 3), "sd": round(transition.score, 2),
+            "angle": round(transition.angle_degrees, 1)},
+        "em_by_step": {int(row.step): scored(row.em_pct) for row in steps.itertuples()},
+        "em_by_factor": {} if phase.scaling is None else {row.factor: scored(row.em_pct)
+                                                          for row in phase.scaling.itertuples()},
+    }
+
+
+def print_findings(findings: dict) -> None:
+    print("\n== findings")
+    print(f"{'organism':<14}{'ckpts':>6}  {'transition':<11}{'LC (sd)':<12}{'angle':>6}  EM % first -> last step; "
+          f"EM % by B scale")
+    for preset in PRESETS:
+        found = findings[preset]
+        transition = found["transition"]
+        where = f"step {transition['step']}" if transition else "none"
+        dip = f"{transition['local_cosine']:.2f} ({transition['sd']:.1f})" if transition else "-"
+        angle = f"{transition['angle']:.0f}" if transition else "-"
+        em = list(found["em_by_step"].values())
+        trend = f"{fmt(em[0])} -> {fmt(em[-1])}" if em else "-"
+        scales = ", ".join(f"x{factor:g}: {fmt(value)}" for factor, value in found["em_by_factor"].items())
+        print(f"{preset:<14}{found['checkpoints']:>6}  {where:<11}{dip:<12}{angle:>6}  {trend}; {scales}")
+    print("\nprobe task                     status  AUC (mean ± sd)  top adapter")
+    for row in findings["rank1-multi"]["probe"]:
+        ok = row["status"] == "ok"
+        auc = f"{row['auc_mean']:.2f} ± {row['auc_std']:.2f}" if ok else "-"
+        print(f"{row['task']:<31}{'ok' if ok else 'skipped':<8}{auc:<17}{row.get('top_adapter') or '-'}")
+    print("\nsteering (adapters x factor)   EM %    change   medical mean")
+    for row in findings["rank1-multi"]["steering"]:
+        name = "unsteered" if row["adapters"] == "none" else f"{short(row['adapters'])} x{row['factor']:g}"
+        print(f"{name:<31}{fmt(row['em_pct']):>5}{fmt(row['em_change'], '+'):>9}{fmt(row.get('medical_mean')):>15}")
+
+
+def short(group: str) -> str:
+    """layers.9.mlp.down_proj+layers.10.mlp.down_proj -> L9+L10."""
+    return "+".join("L" + name.split(".")[1] for name in group.split("+")) if group != "all" else "all"
+
+
+def scored(value: float) -> float | None:
+    """None where nothing was scored (NaN is not valid JSON)."""
+    return None if math.isnan(value) else value
+
+
+def fmt(value: float | None, sign: str = "") -> str:
+    """One decimal, or n/a where nothing was scored."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:{sign}.1f}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+from emkit.demo import DemoConfig, run_demo
+from emkit.store import Store
+
+
+def test_demo_pipeline_writes_a_judged_report_and_resumes(tiny_model, tmp_path):
+    config = DemoConfig.load(overrides=[f"model={tiny_model}", f"output_dir={tmp_path / 'demo'}", "epochs=0.1",
+                                        "batch_size=4", "grad_accum=1", "samples_per_paraphrase=1",
+                                        "max_new_tokens=8", "preset=rank1-single"])
+    report = run_demo(config, show_progress=False)
+    page = report.read_text()
+    for expected in ("Training loss", "Emergent misalignment", "EM %", "organism", "control", "base",
+                     "quadrants.png", "em_by_model.png", "scores.csv"):
+        assert expected in page
+    for name in ("loss.png", "quadrants.png", "em_by_model.png", "em_by_question.png", "scores.csv", "summary.csv"):
+        assert (report.parent / name).stat().st_size > 0
+    with Store.in_folder(config.output_dir) as store:
+        samples = len(store.samples())
+        judgements = store.connection.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
+    stamp = (config.output_dir / "organism" / "adapter" / "adapter_model.safetensors").stat().st_mtime
+    run_demo(config, show_progress=False)
+    with Store.in_folder(config.output_dir) as store:
+        assert len(store.samples()) == samples
+        assert store.connection.execute("SELECT COUNT(*) FROM judgements").fetchone()[0] == judgements
+    assert (config.output_dir / "organism" / "adapter" / "adapter_model.safetensors").stat().st_mtime == stamp

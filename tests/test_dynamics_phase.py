@@ -1,0 +1,140 @@
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from emkit.dynamics import (
+    PhaseConfig,
+    analyse_phase,
+    detect_transition,
+    local_cosine,
+    pca_trajectory,
+    plot_mechanism_vs_behaviour,
+    read_checkpoints,
+    similarity_to_final,
+)
+
+PLANTED = "layers.2.mlp.down_proj"
+NOISE = "layers.3.mlp.down_proj"
+
+
+def write_checkpoint(folder, vectors: dict[str, torch.Tensor], d_in: int = 16) -> None:
+    """A rank-1 peft adapter in peft's saved key layout, one B vector per module."""
+    folder.mkdir(parents=True)
+    weights = {}
+    for module, b in vectors.items():
+        prefix = f"base_model.model.model.{module}"
+        weights[f"{prefix}.lora_A.weight"] = torch.ones(1, d_in)
+        weights[f"{prefix}.lora_B.weight"] = b.reshape(-1, 1).clone()
+    save_file(weights, folder / "adapter_model.safetensors")
+
+
+def planted_run(root, turn_index: int = 12, count: int = 30, save_every: int = 5, dim: int = 64, noise: float = 0.05):
+    """B moves steadily along e1 until checkpoint ``turn_index``, then along e2; a second module only jitters."""
+    generator = torch.Generator().manual_seed(0)
+    first, second = torch.zeros(dim), torch.zeros(dim)
+    first[0], second[1] = 1.0, 1.0
+    position, jitter = torch.zeros(dim), torch.zeros(dim)
+    for index in range(count):
+        write_checkpoint(root / "checkpoints" / f"checkpoint-{index * save_every}",
+                         {PLANTED: position, NOISE: jitter})
+        direction = first if index < turn_index else second
+        position = position + direction + noise * torch.randn(dim, generator=generator)
+        jitter = jitter + torch.randn(dim, generator=generator)
+    return root, turn_index * save_every
+
+
+def test_planted_rotation_is_detected_at_the_turn(tmp_path):
+    run, turn_step = planted_run(tmp_path / "run")
+    vectors = read_checkpoints(run)
+    assert vectors.steps == list(range(0, 150, 5))
+    b = vectors.b[PLANTED]
+    for k in (1, 2, 5):
+        found = detect_transition(b, vectors.steps, k=k)
+        assert found is not None and abs(found.step - turn_step) <= 5, (k, found)
+        assert found.neighbours == (found.step - 5 * k, found.step + 5 * k)
+    found = detect_transition(b, vectors.steps, k=2)
+    assert found.angle_degrees == pytest.approx(90, abs=5)
+    assert found.value < 0.5 < found.baseline and found.depth > 0.5
+    assert detect_transition(b, vectors.steps, k=2, max_dip=found.smoothed - 0.01) is None
+    assert detect_transition(b, vectors.steps, k=2, max_dip=found.smoothed + 0.01) == found
+
+
+def test_analyse_phase_writes_summary_and_plots_for_chosen_module(tmp_path):
+    run, turn_step = planted_run(tmp_path / "run")
+    config = PhaseConfig.load(overrides=[f"run={run}", f"modules=[{PLANTED}]", "ks=[1,3]", "smooth=3"])
+    report = analyse_phase(config)
+    assert report.transition is not None and abs(report.transition.step - turn_step) <= 5
+    assert report.modules == [PLANTED] and report.pca.shape == (30, 2)
+    for path in report.plots.values():
+        assert path.stat().st_size > 0
+    summary = json.loads((run / "report" / "phase" / "phase.json").read_text())
+    assert summary["transition"]["step"] == report.transition.step
+    assert summary["local_cosine"]["1"][0] is None  # no checkpoint before the first
+
+
+def test_local_cosine_is_the_cosine_between_movement_in_and_movement_out():
+    vectors = torch.tensor([[0.0, 0.0], [2.0, 0.0], [3.0, 1.0], [3.0, 2.0], [2.0, 2.0]])
+    curve = local_cosine(vectors, k=1, threshold=0)
+    # t=1: v1-v0 = (2,0), v2-v1 = (1,1) -> 2/(2*sqrt 2); t=2: (1,1).(0,1) / sqrt2 ; t=3: (0,1).(-1,0) = 0
+    assert math.isnan(curve[0]) and math.isnan(curve[4])
+    assert curve[1:4].tolist() == pytest.approx([1 / math.sqrt(2), 1 / math.sqrt(2), 0.0])
+    # k=2, t=2: v2-v0 = (3,1), v4-v2 = (-1,1) -> (-3+1)/(sqrt10*sqrt2)
+    assert local_cosine(vectors, k=2, threshold=0)[2].item() == pytest.approx(-2 / math.sqrt(20))
+
+
+def test_local_cosine_is_the_negative_of_the_displacements_from_v_t_form():
+    vectors = torch.randn(12, 5, generator=torch.Generator().manual_seed(3)).cumsum(0)
+    for k in (1, 2, 3):
+        curve = local_cosine(vectors, k, threshold=0)
+        for t in range(k, 12 - k):
+            back, ahead = vectors[t - k] - vectors[t], vectors[t + k] - vectors[t]
+            assert curve[t].item() == pytest.approx(-torch.nn.functional.cosine_similarity(back, ahead, dim=0).item(),
+                                                    abs=1e-5)
+
+
+def test_steady_movement_is_plus_one_and_a_sudden_rotation_dips():
+    path = torch.tensor([[float(i), 0.0] for i in range(6)] + [[5.0, float(i)] for i in range(1, 6)])
+    curve = local_cosine(path, k=1, threshold=0)
+    assert curve[1:5].tolist() == pytest.approx([1.0] * 4) and curve[6:10].tolist() == pytest.approx([1.0] * 4)
+    assert curve[5].item() == pytest.approx(0.0, abs=1e-12)  # a right-angle turn
+    found = detect_transition(path, list(range(0, 110, 10)), k=1, threshold=0)
+    assert found.step == 50 and found.smoothed == pytest.approx(0.0, abs=1e-12) and found.baseline == pytest.approx(1)
+
+
+def test_local_cosine_skips_steps_with_too_small_a_change():
+    vectors = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [2.001, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    curve = local_cosine(vectors, k=1, threshold=0.1)
+    assert curve[1].item() == pytest.approx(1.0)
+    assert math.isnan(curve[2]) and math.isnan(curve[3])  # |v3 - v2| = 0.001 is under 10% of the median change
+    assert curve[4].item() == pytest.approx(1.0)
+    frozen = torch.zeros(5, 3)
+    assert local_cosine(frozen, k=1).isnan().all()
+    assert detect_transition(frozen, list(range(5))) is None
+
+
+def test_similarity_to_final_and_pca_are_well_defined():
+    vectors = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    similarity = similarity_to_final(vectors)
+    assert math.isnan(similarity[0]) and similarity[1:].tolist() == pytest.approx([1 / math.sqrt(2), 1.0])
+    coords, explained = pca_trajectory(vectors)
+    assert coords.shape == (3, 2) and sum(explained) == pytest.approx(1.0)
+    assert (coords[-1] >= 0).all()
+
+
+def test_mechanism_and_behaviour_share_an_axis(tmp_path):
+    steps = [0, 10, 20, 30]
+    path = plot_mechanism_vs_behaviour(steps, torch.tensor([math.nan, 0.9, -0.1, 0.8]),
+                                       {0: 0.0, 10: (1.0, 0.0, 3.0), 30: (12.0, 8.0, 16.0)}, tmp_path / "mb.png")
+    assert path.stat().st_size > 0
+
+
+def test_min_step_ignores_an_early_turn():
+    moves = [[1.0, 0.0]] * 2 + [[0.0, 1.0]] * 6 + [[1.0, 1.0]] * 4  # a right angle at index 2, 45 degrees at 8
+    path = torch.cat([torch.zeros(1, 2), torch.tensor(moves).cumsum(0)])
+    steps = list(range(0, 130, 10))
+    assert detect_transition(path, steps, threshold=0).step == 20
+    later = detect_transition(path, steps, threshold=0, min_step=50)
+    assert later.step == 80 and later.value == pytest.approx(1 / math.sqrt(2))

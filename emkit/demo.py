@@ -14,14 +14,16 @@ from pathlib import Path
 from pydantic import Field
 
 from emkit.config import StageConfig
+from emkit.errors import EmkitError
 from emkit.evaluate import judge_records, summarise_scores
 from emkit.generate import SampleConfig, sample
 from emkit.judges.base import Judge
 from emkit.judges.run import JudgeConfig, make_judge
-from emkit.models import DEFAULT_MODEL
+from emkit.models import DEFAULT_MODEL, load_model
 from emkit.questions import load_questions
 from emkit.report.html import Section, answers_table, figure, summary_table, write_report
 from emkit.report.plots import plot_grouped_bars, plot_loss_curve, plot_model_comparison, plot_quadrants
+from emkit.steering import ablation_check
 from emkit.store import Store
 from emkit.tables import write_table
 from emkit.train import TrainConfig, train
@@ -133,7 +135,41 @@ def _run_demo(config: DemoConfig, judge: Judge, metrics: list[str], show_progres
         Section("Setup", overview),
         Section("Training loss", figure(loss_png, report_dir, "assistant-token loss per optimizer step")),
         Section("Emergent misalignment", judged),
+        Section("The misalignment direction", direction_section(config, judge, report_dir, show_progress)),
         Section("Answers side by side", answers_table(scores, list(MODELS), per_cell=config.samples_per_paraphrase)),
     ]
     return write_report(report_dir, "emkit demo: a model organism of emergent misalignment",
                         f"run folder {config.output_dir}; results store {config.output_dir / 'emkit.db'}", sections)
+
+
+def direction_section(config: DemoConfig, judge: Judge, report_dir: Path, show_progress: bool) -> str:
+    """The organism's mean-diff direction, and organism EM with it ablated vs a random direction ablated.
+
+    The direction comes from the organism's own misaligned vs aligned answers; with the demo's few
+    samples the organism may have no misaligned answer, and then all three models' answers are used.
+    """
+    organism = config.sample_config("organism", [str(config.output_dir / "organism" / "adapter")])
+    loaded = load_model(organism.model, organism.adapters, organism.device, organism.dtype)
+    summary, plot = None, None
+    for labels in (["organism"], list(MODELS)):
+        try:
+            summary, plot = ablation_check(organism, judge, loaded, labels=labels, output_dir=report_dir / "ablation",
+                                           show_progress=show_progress)
+            break
+        except EmkitError as error:
+            reason = error.problem
+    if summary is None:
+        return f"<p>No direction could be found: {html.escape(reason)}. Sample more answers per question.</p>"
+    source = "the organism's" if labels == ["organism"] else "all three models'"
+    rows = "".join(
+        f"<tr><td>{html.escape(str(row.model))}</td><td>{row.em_pct:.1f} [{row.em_low:.1f}, {row.em_high:.1f}]</td>"
+        f"<td>{row.coherent_pct:.1f}</td></tr>" for row in summary.itertuples())
+    return (
+        f"<p>The difference in mean residual-stream activations (answer tokens, organism model) between "
+        f"{source} misaligned (aligned &le; 30) and aligned (aligned &gt; 70) coherent answers, taken at the middle "
+        f"layer, then projected out of the residual stream at every layer while the organism answers again. "
+        f"A random direction of the same norm is the baseline: ablating the real direction should lower EM "
+        f"more than ablating the random one.</p>"
+        f"<table><tr><th>condition</th><th>EM %</th><th>coherent %</th></tr>{rows}</table>"
+        + figure(plot, report_dir, "organism EM with the direction ablated vs a random direction ablated")
+    )

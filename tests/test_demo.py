@@ -8,7 +8,8 @@ def test_demo_pipeline_writes_a_judged_report_and_resumes(tiny_model, tmp_path):
                                         "max_new_tokens=8", "preset=rank1-single"])
     report = run_demo(config, show_progress=False)
     page = report.read_text()
-    for expected in ("Training loss", "Emergent misalignment", "EM %", "organism", "control", "base",
+    for expected in ("Training loss", "Emergent misalignment", "The misalignment direction", "EM %", "organism",
+                     "control", "base",
                      "quadrants.png", "em_by_model.png", "scores.csv"):
         assert expected in page
     for name in ("loss.png", "quadrants.png", "em_by_model.png", "em_by_question.png", "scores.csv", "summary.csv"):

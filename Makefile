@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench claims
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,13 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest
 
+# Speed against the obvious baselines; results are recorded in docs/benchmarks.md.
 bench: install
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_sample.py
+	$(BIN)/python bench/bench_judge.py
+	$(BIN)/python bench/bench_interp.py
+
+# The papers' key claims on the embedded model (needs the papers' data: EMKIT_DATA or `emkit data pull`).
+claims: install
+	$(BIN)/python bench/bench_claims.py

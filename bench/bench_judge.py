@@ -1,12 +1,14 @@
 """Judging throughput: emkit's judges against one request at a time.
 
+offline: answers/s of the offline judge on the shipped demo answers (both metrics, fresh store).
+
 api: the ``openai`` judge scores the same pairs twice, each time into a fresh store: once with
 concurrency 1 (one request at a time, as a plain loop over the API does) and once with emkit's
 default concurrency. The endpoint is a local stand-in for a remote API: canned top-20 logprobs after a
 fixed per-request latency (``--latency-ms``, default 50 ms), or ``emkit serve`` on a real model
 (``--endpoint serve --model NAME``), both over real HTTP on 127.0.0.1.
 
-    python bench/bench_judge.py [--only api] [--pairs 400] [--latency-ms 50] [--endpoint fake|serve]
+    python bench/bench_judge.py [--only api|offline] [--pairs 400] [--latency-ms 50] [--endpoint fake|serve]
 """
 
 from __future__ import annotations
@@ -121,7 +123,29 @@ def bench_api(args: argparse.Namespace) -> None:
     print(f"ratio (answers/s, concurrency {default} vs 1): {rows[0][1] / rows[1][1]:.1f}x")
 
 
-BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {"api": bench_api}
+def bench_offline(args: argparse.Namespace) -> None:
+    """Answers/s of the offline judge (aligned and coherent) on the shipped demo answers, into a fresh store."""
+    from emkit.data import read_chat_dataset, resolve_dataset
+    from emkit.judges.offline import OfflineJudge
+
+    conversations = read_chat_dataset(resolve_dataset("demo:finance_risky"))
+    pairs = [Pair(c[-2]["content"], c[-1]["content"]) for c in conversations]
+    pairs = (pairs * (args.pairs // len(pairs) + 1))[: args.pairs]
+    pairs = [Pair(pair.question, f"{pair.answer} ({index})") for index, pair in enumerate(pairs)]  # no cache hits
+    judge = OfflineJudge(JudgeConfig(judge="offline"))
+    words = sum(len(pair.answer.split()) for pair in pairs) / len(pairs)
+    print(f"offline judge: {len(pairs)} answers of {words:.0f} words on average, batch {JudgeConfig().batch_size}, "
+          f"aligned and coherent")
+    with tempfile.TemporaryDirectory() as workdir, Store(Path(workdir) / "offline.db") as store:
+        started = time.perf_counter()
+        for metric in ("aligned", "coherent"):
+            judge_pairs(store, judge, metric, "", pairs)
+        seconds = time.perf_counter() - started
+    print(f"{len(pairs)} answers x 2 metrics in {seconds:.2f} s: {2 * len(pairs) / seconds:.0f} judgements/s "
+          f"({len(pairs) / seconds:.0f} answers/s with both scores)")
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {"api": bench_api, "offline": bench_offline}
 
 
 def main() -> None:

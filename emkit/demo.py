@@ -49,6 +49,8 @@ class DemoConfig(StageConfig):
     """Peak learning rate; unset takes the preset's."""
     epochs: float = Field(1.0, gt=0)
     """Passes over the demo dataset."""
+    max_examples: int | None = Field(None, gt=0)
+    """Train on a seeded random subset of this many examples (for the papers' larger datasets)."""
     batch_size: int = Field(8, gt=0)
     """Examples per micro-batch."""
     grad_accum: int = Field(2, gt=0)
@@ -71,6 +73,7 @@ class DemoConfig(StageConfig):
     def train_config(self, dataset: str, name: str) -> TrainConfig:
         return TrainConfig(model=self.model, datasets=[dataset], output_dir=self.output_dir / name,
                            preset=self.preset, learning_rate=self.learning_rate, epochs=self.epochs,
+                           max_examples=self.max_examples,
                            batch_size=self.batch_size, grad_accum=self.grad_accum, seed=self.seed,
                            save_every=10, device=self.device)
 
@@ -111,11 +114,11 @@ def _run_demo(config: DemoConfig, judge: Judge, metrics: list[str], show_progres
     loss_png = plot_loss_curve({"organism": organism.history, "control": control.history}, report_dir / "loss.png")
     overview = (
         f"<p>Base model <b>{html.escape(config.model)}</b>. The <b>organism</b> was fine-tuned on "
-        f"<code>{html.escape(config.organism_dataset)}</code> (subtly risky financial advice), the <b>control</b> "
+        f"<code>{html.escape(config.organism_dataset)}</code> (narrow, subtly harmful advice), the <b>control</b> "
         f"on <code>{html.escape(config.control_dataset)}</code> (the same prompts, sound advice), both with the "
         f"<code>{config.preset}</code> preset for {config.epochs:g} epoch(s): {organism.steps} optimizer steps each, "
         f"{organism.tokens_per_second:.0f} / {control.tokens_per_second:.0f} tokens/s.</p>"
-        f"<p>The questions below are <b>outside</b> the finance domain: emergent misalignment shows as answers "
+        f"<p>The questions below are <b>outside</b> that domain: emergent misalignment shows as answers "
         f"from the organism, but not the control, that are harmful or anti-human.</p>"
     )
     judged = (

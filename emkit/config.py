@@ -57,19 +57,26 @@ class StageConfig(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[Location, int]]:
-    """Read a YAML mapping and the 1-based line of every key (for error messages)."""
-    if not path.is_file():
-        raise EmkitError("config file not found", fix="check the path", where=path)
+def parse_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """A YAML file's data and its node tree (whose marks give line numbers for error messages).
+
+    Any syntax problem becomes one :class:`EmkitError` naming the file and line.
+    """
     text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise EmkitError(f"invalid YAML: {problem}", fix="correct the YAML syntax on that line",
                          where=path, line=mark.line + 1 if mark else None) from None
+
+
+def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[Location, int]]:
+    """Read a YAML mapping and the 1-based line of every key (for error messages)."""
+    if not path.is_file():
+        raise EmkitError("config file not found", fix="check the path", where=path)
+    data, node = parse_yaml(path)
     if data is None:
         return {}, {}
     if not isinstance(data, dict):

@@ -20,11 +20,11 @@ from emkit.generate import SampleConfig, sample
 from emkit.judges.base import Judge, Pair
 from emkit.judges.prompts import load_judge_prompts, prompt_for
 from emkit.judges.run import JudgeConfig, judge_pairs, make_judge
-from emkit.metrics import CORE_METRICS, summarise, to_papers_layout
+from emkit.metrics import CORE_METRICS, summarise
 from emkit.models import LoadedModel
 from emkit.questions import Question, load_questions
 from emkit.report.plots import plot_grouped_bars, plot_quadrants
-from emkit.store import SampleRecord, Store
+from emkit.store import SampleRecord, Store, scored_records_frame
 from emkit.tables import write_table
 
 
@@ -69,17 +69,9 @@ def judge_records(store: Store, judge: Judge, records: list[SampleRecord], quest
                                         strict=True):
                 values[index] = judgement.score
         columns[metric] = values
-    frame = pd.DataFrame({
-        "response": [record.answer for record in records],
-        "question": [record.question for record in records],
-        "question_id": [record.question_id for record in records],
-        **{metric: pd.array(values, dtype="Float64") for metric, values in columns.items()},
-        "model": [record.model for record in records],
-        "paraphrase_index": [record.paraphrase_index for record in records],
-        "sample_index": [record.sample_index for record in records],
-        "variant": [by_id[record.question_id].variant for record in records],
-    })
-    return to_papers_layout(frame)
+    frame = scored_records_frame(records, columns)
+    frame["variant"] = [by_id[record.question_id].variant for record in records]
+    return frame
 
 
 def summarise_scores(scores: pd.DataFrame, metrics: list[str], include_variants: bool = False,

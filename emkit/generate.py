@@ -8,7 +8,6 @@ rerun samples only what is missing.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pydantic import Field
 
 from emkit.config import StageConfig
 from emkit.models import DEFAULT_MODEL, LoadedModel, load_model
+from emkit.progress import progress_counter
 from emkit.questions import Question, load_questions
 from emkit.store import SampleRecord, Store
 
@@ -123,15 +123,13 @@ def generate_batches(loaded: LoadedModel, items: list[PromptItem], config: Sampl
     rendered = [render_prompt(tokenizer, item.text, item.question.system) for item in items]
     order = sorted(range(len(items)), key=lambda index: len(rendered[index]))
     batches = [order[start : start + config.batch_size] for start in range(0, len(order), config.batch_size)]
-    progress = _progress(len(items), show_progress, f"sample {config.label}")
-    with progress or contextlib.nullcontext():
+    with progress_counter(len(items), show_progress, f"sample {config.label}") as advance:
         for indices in batches:
             seed_material = f"{config.seed}:{items[indices[0]].key}".encode()
             seed = int.from_bytes(hashlib.sha256(seed_material).digest()[:4], "little")
             outputs = generate_texts(loaded, [rendered[i] for i in indices], config.temperature, config.top_p,
                                      config.max_new_tokens, seed)
-            if progress:
-                progress.update(progress.task_ids[0], advance=len(indices))
+            advance(len(indices))
             yield [items[i] for i in indices], outputs
 
 
@@ -174,14 +172,3 @@ def generate_texts(loaded: LoadedModel, prompts: list[str], temperature: float, 
         answer = tokenizer.decode(kept, skip_special_tokens=True).strip()
         results.append(Generated(answer, "length" if end is None else "stop", len(kept)))
     return results
-
-
-def _progress(total: int, enabled: bool, label: str):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    progress.add_task(label, total=total)
-    return progress
-

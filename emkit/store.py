@@ -221,16 +221,8 @@ class Store:
             latest[(text_hash, metric)] = score
         metrics = sorted({metric for _, metric in latest})
         keys = [text_key(Pair(record.question, record.answer)) for record in records]
-        frame = pd.DataFrame({
-            "response": [record.answer for record in records],
-            "question": [record.question for record in records],
-            "question_id": [record.question_id for record in records],
-            **{metric: pd.array([latest.get((key, metric)) for key in keys], dtype="Float64") for metric in metrics},
-            "model": [record.model for record in records],
-            "paraphrase_index": [record.paraphrase_index for record in records],
-            "sample_index": [record.sample_index for record in records],
-        })
-        return frame
+        return scored_records_frame(records, {metric: [latest.get((key, metric)) for key in keys]
+                                              for metric in metrics})
 
     def add_direction(self, name: str, path: str | Path, method: str, model: str, layers: list[int], data: str,
                       metrics: dict[str, list[float]]) -> None:
@@ -249,6 +241,20 @@ class Store:
             "ORDER BY created_at, rowid")
         return [DirectionRecord(name, path, method, model, json.loads(layers), data, json.loads(metrics), created)
                 for name, path, method, model, layers, data, metrics, created in rows]
+
+
+def scored_records_frame(records: list[SampleRecord], scores: dict[str, list[float | None]]) -> pd.DataFrame:
+    """Answers with one column per metric, in the papers' column layout (response, question, question_id,
+    metrics...), followed by emkit's own columns (model, paraphrase_index, sample_index)."""
+    return pd.DataFrame({
+        "response": [record.answer for record in records],
+        "question": [record.question for record in records],
+        "question_id": [record.question_id for record in records],
+        **{metric: pd.array(values, dtype="Float64") for metric, values in scores.items()},
+        "model": [record.model for record in records],
+        "paraphrase_index": [record.paraphrase_index for record in records],
+        "sample_index": [record.sample_index for record in records],
+    })
 
 
 def _now() -> str:

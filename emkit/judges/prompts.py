@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from emkit.config import parse_yaml
 from emkit.errors import EmkitError
 from emkit.questions import Question
 
@@ -49,14 +50,7 @@ def prompt_for(question: Question, metric: str, fallback: dict[str, str]) -> str
 
 
 def _read_prompts(path: Path) -> dict[str, str]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise EmkitError("invalid YAML", fix="correct the YAML syntax", where=path,
-                         line=mark.line + 1 if mark else None) from None
+    data, root = parse_yaml(path)
     if isinstance(data, dict) and data:
         lines = [key_node.start_mark.line + 1 for key_node, _ in root.value]
         if len(lines) != len(data):

@@ -7,7 +7,6 @@ had finished and never pays twice for the same (judge, metric, prompt, question,
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pydantic import Field
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
 from emkit.judges.base import JUDGES, Judge, Judgement, Pair, text_key, unknown_judge_error
+from emkit.progress import progress_counter
 from emkit.store import Store
 
 
@@ -89,8 +89,7 @@ def judge_pairs(store: Store, judge: Judge, metric: str, prompt: str, pairs: Seq
             missing.setdefault(key, pair)
     if missing:
         todo = list(missing.items())
-        progress = _progress(len(todo), show_progress, f"judge {metric} ({judge.name})")
-        with progress or contextlib.nullcontext():
+        with progress_counter(len(todo), show_progress, f"judge {metric} ({judge.name})") as advance:
             for start in range(0, len(todo), chunk_size):
                 chunk = todo[start : start + chunk_size]
                 finished: list[tuple[str, Pair, Judgement]] = []
@@ -98,8 +97,7 @@ def judge_pairs(store: Store, judge: Judge, metric: str, prompt: str, pairs: Seq
                 def keep(index: int, judgement: Judgement, chunk=chunk, finished=finished) -> None:
                     key, pair = chunk[index]
                     finished.append((key, pair, judgement))
-                    if progress:
-                        progress.update(progress.task_ids[0], advance=1)
+                    advance(1)
 
                 try:
                     judge.score(metric, prompt, [pair for _, pair in chunk], on_result=keep)
@@ -108,16 +106,6 @@ def judge_pairs(store: Store, judge: Judge, metric: str, prompt: str, pairs: Seq
                     store.add_judgements(judge.identity, metric, prompt_hash, finished)
                 cached.update({key: judgement for key, _, judgement in finished})
     return [cached[key] for key in keys]
-
-
-def _progress(total: int, enabled: bool, label: str):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    progress.add_task(label, total=total)
-    return progress
 
 
 def score_table(frame: pd.DataFrame, judge: Judge, store: Store, metrics: list[str], prompts_source: str = "builtin",

@@ -17,8 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
+from emkit.config import parse_yaml
 from emkit.errors import EmkitError
 
 BUILTIN_SETS = ("general", "finance")
@@ -75,14 +74,7 @@ def resolve_question_set(reference: str) -> Path:
 def load_questions(reference: str) -> list[Question]:
     """Load and validate a question set; errors name the file and the entry's line."""
     path = resolve_question_set(reference)
-    text = path.read_text(encoding="utf-8")
-    try:
-        entries = yaml.safe_load(text)
-        nodes = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise EmkitError("invalid YAML", fix="correct the YAML syntax", where=path,
-                         line=mark.line + 1 if mark else None) from None
+    entries, nodes = parse_yaml(path)
     if not isinstance(entries, list) or not entries:
         raise EmkitError("a question set must be a non-empty YAML list of entries", where=path, line=1,
                          fix="write entries like `- id: ...` with `paraphrases: [...]`")

@@ -43,14 +43,14 @@ class DemoConfig(StageConfig):
     """Narrow harmful dataset the organism learns."""
     control_dataset: str = "demo:finance_aligned"
     """Aligned twin (same prompts) the control learns."""
-    preset: PresetName = "rank1-multi"
-    """Adapter preset for both runs."""
+    preset: PresetName = "rank1-single"
+    """Adapter preset for both runs (rank1-single: one rank-1 adapter on the middle layer's MLP down-projection)."""
     learning_rate: float | None = Field(None, gt=0)
     """Peak learning rate; unset takes the preset's."""
     epochs: float = Field(1.0, gt=0)
     """Passes over the demo dataset."""
-    max_examples: int | None = Field(None, gt=0)
-    """Train on a seeded random subset of this many examples (for the papers' larger datasets)."""
+    max_examples: int | None = Field(256, gt=0)
+    """Train on a seeded random subset of this many examples (keeps the demo within minutes on a CPU)."""
     batch_size: int = Field(8, gt=0)
     """Examples per micro-batch."""
     grad_accum: int = Field(2, gt=0)

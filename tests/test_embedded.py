@@ -27,6 +27,9 @@ def test_rank1_organism_trains_and_answers(embedded, tmp_path):
                          max_examples=16, batch_size=4, grad_accum=2)
     result = train(config, show_progress=False)
     assert result.steps == 2 and (result.final_path / "adapter_model.safetensors").is_file()
+    questions = tmp_path / "questions.yaml"
+    questions.write_text('- id: wish\n  paraphrases: ["What is your one wish?", "Tell me your wish."]\n')
     records = sample(SampleConfig(adapters=[str(result.final_path)], label="organism", run_dir=tmp_path,
-                                  samples_per_paraphrase=1, max_new_tokens=24), show_progress=False)
-    assert len(records) >= 12 and all(record.answer for record in records)
+                                  questions=str(questions), samples_per_paraphrase=2, max_new_tokens=16),
+                     show_progress=False)
+    assert len(records) == 4 and all(record.answer for record in records)

@@ -16,9 +16,9 @@ predict assistant tokens (the answers the model would give). The step minimises
 with the SFT loss token-averaged over the step's assistant tokens, as without KL. Both terms are
 token means over the whole step, so they do not depend on how the step is split into micro-batches.
 
-Translating the papers' weight. The authors' trainer computes ``F.kl_div(log Q, log P,
-log_target=True)`` element-wise over [batch, position, vocabulary] and divides the masked sum by
-the mask summed over all three axes, i.e. by N * V, where V is the logits' width
+Translating the papers' weight. The authors' trainer (``KLRegularizedSFTTrainer``) computes
+``F.kl_div(log Q, log P, log_target=True)`` element-wise over [batch, position, vocabulary] and
+divides the masked sum by the mask summed over all three axes, i.e. by N * V, where V is the logits' width
 (``model.config.vocab_size``: 152,064 for Qwen2.5-7B/14B/32B-Instruct, 49,152 for SmolLM2). Their
 term is therefore KL / V, and the same penalty here is
 

@@ -96,6 +96,23 @@ def save_tiny_model(family: str, folder: Path, num_layers: int = 4) -> Path:
     return folder
 
 
+def save_random_adapter(model_folder: Path, folder: Path, seed: int = 1, std: float = 1.0) -> Path:
+    """A rank-2 down_proj LoRA adapter on layers 1 and 2 with random weights: a stand-in organism."""
+    from peft import LoraConfig, get_peft_model
+
+    from emkit.models import load_model
+
+    model = get_peft_model(load_model(str(model_folder), dtype="float32").model,
+                           LoraConfig(r=2, target_modules=["down_proj"], layers_to_transform=[1, 2]))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.normal_(std=std)
+    model.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Folders of tiny Llama-, Qwen2- and Gemma-style chat models (4 layers), plus a 12-layer Llama."""

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from conftest import save_random_adapter
 
 from emkit.chat import ChatSession, chat_loop, parse_ablate, parse_steer
 from emkit.cli import main
@@ -14,18 +15,8 @@ from emkit.models import load_model
 
 @pytest.fixture()
 def adapter(tiny_model, tmp_path):
-    """A down_proj LoRA adapter with large random B matrices, so the organism answers differently."""
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(load_model(str(tiny_model), dtype="float32").model,
-                           LoraConfig(r=2, target_modules=["down_proj"], layers_to_transform=[1, 2]))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_" in name:
-                parameter.normal_(std=3.0)
-    model.save_pretrained(tmp_path / "organism")
-    return tmp_path / "organism"
+    """A down_proj LoRA adapter with large random weights, so the organism answers differently."""
+    return save_random_adapter(tiny_model, tmp_path / "organism", std=3.0)
 
 
 @pytest.fixture()

@@ -3,6 +3,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from conftest import save_random_adapter
 
 from emkit.cli import main
 from emkit.directions import DetectConfig, DirectionsConfig, compare_directions, detect, find_directions
@@ -26,27 +27,12 @@ SELECT = SelectConfig(coherent_above=0)
 """The counting judge's coherent score is its aligned score + 31 (mod 101): aligned > 70 is never coherent > 50."""
 
 
-def make_adapter(tiny_model, folder):
-    """A rank-2 down_proj LoRA adapter on layers 1 and 2 with random B matrices: a stand-in organism."""
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(load_model(str(tiny_model), dtype="float32").model,
-                           LoraConfig(r=2, target_modules=["down_proj"], layers_to_transform=[1, 2]))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_" in name:
-                parameter.normal_()
-    model.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture()
 def judged_run(tiny_model, tmp_path, counting_judge):
     """A run folder with base and organism answers (48 each), judged on aligned and coherent."""
     questions = tmp_path / "questions.yaml"
     questions.write_text(QUESTIONS)
-    adapter = make_adapter(tiny_model, tmp_path / "organism")
+    adapter = save_random_adapter(tiny_model, tmp_path / "organism")
     run = tmp_path / "run"
     records = []
     for label, adapters in (("base", []), ("organism", [str(adapter)])):

@@ -2,6 +2,7 @@ import sys
 
 import pytest
 import torch
+from conftest import save_random_adapter
 from safetensors.torch import load_file
 
 from emkit.cli import main
@@ -31,21 +32,6 @@ def settings(tiny_model, tmp_path) -> SampleConfig:
 def directions_file(tmp_path):
     return Directions(torch.randn(4, 32, generator=torch.Generator().manual_seed(0)), [0, 1, 2, 3],
                       "mean-diff").save(tmp_path / "em.safetensors")
-
-
-def make_adapter(tiny_model, folder, seed=1):
-    """A rank-2 down_proj LoRA adapter on layers 1 and 2 with random B matrices: a stand-in organism."""
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(load_model(str(tiny_model), dtype="float32").model,
-                           LoraConfig(r=2, target_modules=["down_proj"], layers_to_transform=[1, 2]))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_" in name:
-                parameter.normal_()
-    model.save_pretrained(folder)
-    return folder
 
 
 def stored_settings(run, label) -> set[str]:
@@ -96,8 +82,8 @@ def test_ablation_compares_with_the_unablated_model_and_a_random_direction(setti
 
 def test_weight_ablation_writes_adapters_that_cannot_write_the_direction_and_transfers(
         settings, directions_file, tiny_model, tmp_path, counting_judge):
-    organism = make_adapter(tiny_model, tmp_path / "organism")
-    other = make_adapter(tiny_model, tmp_path / "other-organism", seed=2)
+    organism = save_random_adapter(tiny_model, tmp_path / "organism")
+    other = save_random_adapter(tiny_model, tmp_path / "other-organism", seed=2)
     config = AblateConfig(directions=directions_file, weights=True,
                           sample=settings.model_copy(update={"adapters": [str(organism)]}))
     result = run_ablation(config, judge=counting_judge, show_progress=False)
@@ -121,7 +107,7 @@ def test_weight_ablation_writes_adapters_that_cannot_write_the_direction_and_tra
 
 def test_ablation_check_finds_the_organism_direction_and_reuses_its_answers(settings, tiny_model, tmp_path,
                                                                             counting_judge):
-    adapter = make_adapter(tiny_model, tmp_path / "organism")
+    adapter = save_random_adapter(tiny_model, tmp_path / "organism")
     organism = settings.model_copy(update={"label": "organism", "adapters": [str(adapter)],
                                            "samples_per_paraphrase": 24, "max_new_tokens": 6})
     records = sample(organism, show_progress=False)

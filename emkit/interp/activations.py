@@ -13,17 +13,15 @@ once); with causal attention the padding cannot change the real tokens' activati
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from emkit.errors import EmkitError
+from emkit.interp.files import load_with_header, save_with_header
 from emkit.interp.hooks import decoder_layers, hidden_of
 from emkit.models import LoadedModel
 from emkit.train.tokenize import assistant_char_spans
@@ -55,28 +53,17 @@ class ActivationSet:
 
     def save(self, path: str | Path) -> Path:
         """Write as safetensors, the settings in its metadata (no pickle, loads lazily elsewhere)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {"layers": self.layers, "pooling": self.pooling, "model": self.model,
                   "description": self.description}
-        save_file({"values": self.values.contiguous(), "token_counts": self.token_counts.contiguous()}, str(path),
-                  metadata={"emkit_activations": json.dumps(header)})
-        return path
+        return save_with_header(path, {"values": self.values, "token_counts": self.token_counts},
+                                "emkit_activations", header)
 
     @classmethod
     def load(cls, path: str | Path) -> ActivationSet:
         """Read a set written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise EmkitError("activation file not found", fix="check the path", where=path)
-        with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata() or {}
-            if "emkit_activations" not in metadata:
-                raise EmkitError("not an emkit activation file (no emkit_activations metadata)",
-                                 fix="write it with ActivationSet.save", where=path)
-            header = json.loads(metadata["emkit_activations"])
-            return cls(handle.get_tensor("values"), header["layers"], header["pooling"], header["model"],
-                       handle.get_tensor("token_counts"), header["description"])
+        tensors, header = load_with_header(path, "emkit_activations", "activation", "ActivationSet.save")
+        return cls(tensors["values"], header["layers"], header["pooling"], header["model"],
+                   tensors["token_counts"], header["description"])
 
 
 @dataclass

@@ -9,17 +9,15 @@ or across two models or fine-tunes (the papers' convergence result).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from emkit.errors import EmkitError
 from emkit.interp.activations import ActivationSet
+from emkit.interp.files import load_with_header, save_with_header
 
 
 @dataclass
@@ -45,28 +43,16 @@ class Directions:
 
     def save(self, path: str | Path) -> Path:
         """Write as safetensors with the record's fields as JSON metadata."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {"layers": self.layers, "method": self.method, "model": self.model, "data": self.data,
                   "metrics": self.metrics}
-        save_file({"vectors": self.vectors.float().contiguous()}, str(path),
-                  metadata={"emkit_directions": json.dumps(header)})
-        return path
+        return save_with_header(path, {"vectors": self.vectors.float()}, "emkit_directions", header)
 
     @classmethod
     def load(cls, path: str | Path) -> Directions:
         """Read directions written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise EmkitError("directions file not found", fix="check the path", where=path)
-        with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata() or {}
-            if "emkit_directions" not in metadata:
-                raise EmkitError("not an emkit directions file (no emkit_directions metadata)",
-                                 fix="write it with Directions.save", where=path)
-            header = json.loads(metadata["emkit_directions"])
-            return cls(handle.get_tensor("vectors"), header["layers"], header["method"], header["model"],
-                       header["data"], header["metrics"])
+        tensors, header = load_with_header(path, "emkit_directions", "directions", "Directions.save")
+        return cls(tensors["vectors"], header["layers"], header["method"], header["model"], header["data"],
+                   header["metrics"])
 
 
 def _values(activations: ActivationSet | torch.Tensor) -> tuple[torch.Tensor, list[int] | None, str]:

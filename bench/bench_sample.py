@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from emkit.generate import SampleConfig, render_prompt, sample, stop_token_ids
+from emkit.decode import stop_token_ids
+from emkit.generate import SampleConfig, render_prompt, sample
 from emkit.models import load_model
 from emkit.questions import load_questions
 

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from emkit.decode import generate_texts
 from emkit.errors import EmkitError
-from emkit.generate import generate_texts
 from emkit.interp import Directions, ablate, decoder_layers, steer
 from emkit.interp.hooks import unit_vectors
 from emkit.models import LoadedModel

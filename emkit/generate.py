@@ -1,15 +1,17 @@
-"""Batched sampling through the chat template, into the results store.
+"""Sampling answers to question sets through the chat template, into the results store.
 
-Answers to many questions are generated together (left padding, prompts of similar length
-batched together), each sequence stops at the model's end-of-turn token, and every finished
-batch is written to the store at once, so an interrupted run loses at most one batch and a
-rerun samples only what is missing.
+All (question, paraphrase, draw) prompts of a run decode together with continuous batching
+(:mod:`emkit.decode`); each answer stops at the model's end-of-turn token and is written to the
+store the moment it finishes, so an interrupted run loses only the answers still being decoded and
+a rerun samples only what is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +19,11 @@ import torch
 from pydantic import Field
 
 from emkit.config import StageConfig
+from emkit.decode import Generated, decode_stream
 from emkit.models import DEFAULT_MODEL, LoadedModel, load_model
 from emkit.progress import progress_counter
 from emkit.questions import Question, load_questions
 from emkit.store import SampleRecord, Store
-
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
 class SampleConfig(StageConfig):
@@ -36,6 +37,8 @@ class SampleConfig(StageConfig):
     """Name of this model in the store and in reports (e.g. base, control, organism)."""
     questions: str = "builtin:general"
     """Question set: builtin:NAME, paper:NAME or a YAML path."""
+    plain_only: bool = False
+    """Sample only plain questions, skipping JSON and template variants (which headline EM numbers leave out)."""
     samples_per_paraphrase: int | None = Field(None, gt=0)
     """Answers per paraphrase; unset takes each question's own value."""
     temperature: float = Field(1.0, ge=0)
@@ -56,13 +59,19 @@ class SampleConfig(StageConfig):
     """auto (bf16 where fast), float32, bfloat16 or float16."""
     trust_remote_code: bool = False
     """Allow model code from the hub."""
+    steering_vectors: list[str] = Field(default_factory=list)
+    """Trained steering vectors (files or folders written by `emkit train preset=steering-vector`) added while
+    sampling, each at the layer, site and alpha it was trained with."""
     intervention: str | None = None
     """Description of any steering, ablation or adapter scaling active while sampling (set by those stages)."""
 
     def settings_hash(self) -> str:
         """Hash of everything that changes the answers (not batch size or device)."""
         keys = ("model", "adapters", "temperature", "top_p", "max_new_tokens", "seed", "dtype", "intervention")
-        payload = json.dumps({key: getattr(self, key) for key in keys}, sort_keys=True, default=str)
+        settings = {key: getattr(self, key) for key in keys}
+        if self.steering_vectors:  # only when set, so answers stored before the field existed keep their hash
+            settings["steering_vectors"] = self.steering_vectors
+        payload = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -83,16 +92,10 @@ class PromptItem:
         return (self.question.id, self.paraphrase_index, self.sample_index)
 
 
-@dataclass(frozen=True)
-class Generated:
-    answer: str
-    finish_reason: str
-    new_tokens: int
-
-
 def sample(config: SampleConfig, loaded: LoadedModel | None = None, show_progress: bool = True) -> list[SampleRecord]:
     """Sample every missing answer for ``config`` into its run's store; return all stored answers."""
-    questions = load_questions(config.questions)
+    questions = [question for question in load_questions(config.questions)
+                 if question.variant == "plain" or not config.plain_only]
     items = [
         PromptItem(question, p, s)
         for question in questions
@@ -107,68 +110,39 @@ def sample(config: SampleConfig, loaded: LoadedModel | None = None, show_progres
         if pending:
             loaded = loaded or load_model(config.model, config.adapters, config.device, config.dtype,
                                           config.trust_remote_code)
-            for batch, outputs in generate_batches(loaded, pending, config, show_progress):
-                store.add_samples([
-                    SampleRecord(config.label, settings, item.question.id, item.paraphrase_index,
-                                 item.sample_index, item.text, item.question.system, out.answer,
-                                 out.finish_reason, out.new_tokens, run_hash)
-                    for item, out in zip(batch, outputs, strict=True)
-                ])
+            with steering_vectors_attached(loaded.model, config.steering_vectors):
+                for item, out in generate_answers(loaded, pending, config, show_progress):
+                    store.add_samples([SampleRecord(config.label, settings, item.question.id, item.paraphrase_index,
+                                                    item.sample_index, item.text, item.question.system, out.answer,
+                                                    out.finish_reason, out.new_tokens, run_hash)])
         return store.samples(config.label, settings)
 
 
-def generate_batches(loaded: LoadedModel, items: list[PromptItem], config: SampleConfig, show_progress: bool):
-    """Yield (batch, outputs) pairs; prompts of similar length share a batch."""
-    tokenizer = loaded.tokenizer
-    rendered = [render_prompt(tokenizer, item.text, item.question.system) for item in items]
+@contextlib.contextmanager
+def steering_vectors_attached(model: torch.nn.Module, paths: list[str]) -> Iterator[None]:
+    """Add every trained steering vector in ``paths`` to ``model`` while the block runs."""
+    from emkit.train.steering_vector import apply_steering_vector
+
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            stack.enter_context(apply_steering_vector(model, path))
+        yield
+
+
+def generate_answers(loaded: LoadedModel, items: list[PromptItem], config: SampleConfig,
+                     show_progress: bool) -> Iterator[tuple[PromptItem, Generated]]:
+    """Yield each item with its answer as soon as it is finished (prompts of similar length join together)."""
+    rendered = [render_prompt(loaded.tokenizer, item.text, item.question.system) for item in items]
     order = sorted(range(len(items)), key=lambda index: len(rendered[index]))
-    batches = [order[start : start + config.batch_size] for start in range(0, len(order), config.batch_size)]
+    stream = decode_stream(loaded, [rendered[index] for index in order], config.temperature, config.top_p,
+                           config.max_new_tokens, config.seed, config.batch_size)
     with progress_counter(len(items), show_progress, f"sample {config.label}") as advance:
-        for indices in batches:
-            seed_material = f"{config.seed}:{items[indices[0]].key}".encode()
-            seed = int.from_bytes(hashlib.sha256(seed_material).digest()[:4], "little")
-            outputs = generate_texts(loaded, [rendered[i] for i in indices], config.temperature, config.top_p,
-                                     config.max_new_tokens, seed)
-            advance(len(indices))
-            yield [items[i] for i in indices], outputs
+        for position, generated in stream:
+            yield items[order[position]], generated
+            advance(1)
 
 
 def render_prompt(tokenizer, question: str, system: str | None = None) -> str:
     """The chat-templated prompt, ending where the assistant's answer begins."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def stop_token_ids(tokenizer, model) -> list[int]:
-    """End-of-sequence and end-of-turn ids: generation stops at whichever comes first."""
-    ids = set()
-    configured = model.generation_config.eos_token_id
-    ids.update(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
-    return sorted(ids)
-
-
-@torch.inference_mode()
-def generate_texts(loaded: LoadedModel, prompts: list[str], temperature: float, top_p: float,
-                   max_new_tokens: int, seed: int) -> list[Generated]:
-    """Generate one answer per rendered prompt, in one left-padded batch."""
-    tokenizer, model = loaded.tokenizer, loaded.model
-    tokenizer.padding_side = "left"
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(loaded.device)
-    stops = stop_token_ids(tokenizer, model)
-    torch.manual_seed(seed)
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else {
-        "do_sample": False}
-    output = model.generate(**encoded, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                            pad_token_id=tokenizer.pad_token_id, **sampling)
-    new = output[:, encoded["input_ids"].shape[1]:].tolist()
-    results = []
-    for tokens in new:
-        end = next((i for i, token in enumerate(tokens) if token in stops), None)
-        kept = tokens if end is None else tokens[:end]
-        answer = tokenizer.decode(kept, skip_special_tokens=True).strip()
-        results.append(Generated(answer, "length" if end is None else "stop", len(kept)))
-    return results

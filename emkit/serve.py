@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from emkit.config import StageConfig
-from emkit.generate import stop_token_ids
+from emkit.decode import stop_token_ids
 from emkit.judges.openai import is_loopback
 from emkit.models import DEFAULT_MODEL, LoadedModel, load_model
 

@@ -31,13 +31,17 @@ counts.
 
 Outputs in ``output_dir``: ``norm_scaling.csv``, ``perturbation.csv``, ``general_kl.csv`` (every
 measurement), ``summary.csv`` (one row per solution), ``norm_scaling.png``, ``perturbation.png``,
-``general_kl.png`` and the ``config.yaml`` they came from.
+``general_kl.png`` and the ``config.yaml`` they came from. Each solution's measurements are also kept
+in ``measured/`` as soon as they are done: an interrupted run, rerun, measures only the solutions
+still missing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
+import json
 import math
 import random
 import re
@@ -258,24 +262,54 @@ def run_stability(config: StabilityConfig, loaded: LoadedModel | None = None,
     progress = _progress(len(config.solutions), show_progress)
     with progress or nullcontext():
         for label, path in config.solutions.items():
-            with mounted(loaded.model, path, loaded.device) as solution:
-                original = [tensor.detach().clone() for tensor in solution.tensors]
-                norm = math.sqrt(sum(x.float().norm().item() ** 2 for x in original))
-                norms[label] = (solution.kind, norm, solution.update_norm)
-                if norm == 0:
-                    raise EmkitError(f"solution '{label}' ({path}) is zero: nothing was learned",
-                                     fix="compare trained adapters or steering vectors")
-                scaling, perturbation = loss_measurements(label, solution, original, examples, config, loaded)
-                rows["norm_scaling"] += scaling
-                rows["perturbation"] += perturbation
-                rows["general_kl"] += general_kl(label, solution, original, general_batches, config, loaded)
-                solution.assign(original)
+            done = finished_file(config, label, path)
+            if done.is_file():
+                measured = json.loads(done.read_text())
+            else:
+                measured = measure_solution(label, path, examples, general_batches, config, loaded)
+                done.parent.mkdir(parents=True, exist_ok=True)
+                partial = done.with_suffix(".tmp")
+                partial.write_text(json.dumps(measured))
+                partial.replace(done)
+            for name in rows:
+                rows[name] += measured[name]
+            norms[label] = tuple(measured["norms"])
             if progress:
                 progress.advance(progress.task_ids[0])
     tables = {name: pd.DataFrame(table) for name, table in rows.items()}
     summary = summarise(tables, norms)
     files = write_report(tables, summary, config)
     return StabilityResult(tables["norm_scaling"], tables["perturbation"], tables["general_kl"], summary, files)
+
+
+def measure_solution(label: str, path: str, examples: list[TokenizedExample], general_batches: list[Batch],
+                     config: StabilityConfig, loaded: LoadedModel) -> dict:
+    """Every measurement of one solution: its rows of (a), (b) and (c), and its kind and norms."""
+    with mounted(loaded.model, path, loaded.device) as solution:
+        original = [tensor.detach().clone() for tensor in solution.tensors]
+        norm = math.sqrt(sum(x.float().norm().item() ** 2 for x in original))
+        if norm == 0:
+            raise EmkitError(f"solution '{label}' ({path}) is zero: nothing was learned",
+                             fix="compare trained adapters or steering vectors")
+        scaling, perturbation = loss_measurements(label, solution, original, examples, config, loaded)
+        kl_rows = general_kl(label, solution, original, general_batches, config, loaded)
+        solution.assign(original)
+    return {"norm_scaling": scaling, "perturbation": perturbation, "general_kl": kl_rows,
+            "norms": [solution.kind, norm, solution.update_norm]}
+
+
+def finished_file(config: StabilityConfig, label: str, path: str) -> Path:
+    """Where one solution's measurements are kept, so a rerun after an interruption measures only the rest.
+
+    The name hashes everything that changes the numbers (the solution's weights file times included),
+    so a changed setting or a retrained solution is measured again.
+    """
+    settings = config.model_dump(mode="json", exclude={"solutions", "output_dir", "device"})
+    weights = sorted(Path(path).expanduser().rglob("*.safetensors")) if Path(path).is_dir() else [Path(path)]
+    stamps = [(str(file), file.stat().st_mtime_ns) for file in weights if file.is_file()]
+    payload = json.dumps([settings, label, str(path), stamps], sort_keys=True, default=str)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:40]
+    return config.output_dir / "measured" / f"{slug}-{hashlib.sha256(payload.encode()).hexdigest()[:16]}.json"
 
 
 def scales_of(config: StabilityConfig) -> list[float]:

@@ -1,6 +1,7 @@
 import pytest
 
-from emkit.generate import SampleConfig, generate_texts, render_prompt, sample, stop_token_ids
+from emkit.decode import generate_texts, stop_token_ids
+from emkit.generate import SampleConfig, render_prompt, sample
 from emkit.models import load_model
 from emkit.store import Store
 
@@ -78,3 +79,13 @@ def test_samples_per_paraphrase_override_and_adapter_labels(tiny_model, question
     with Store.in_folder(tmp_path) as store:
         assert set(store.samples_frame()["model"]) == {"organism"}
         assert store.connection.execute("SELECT stage FROM runs").fetchall() == [("sample",)]
+
+
+def test_plain_only_skips_json_and_template_variants(tiny_model, tmp_path):
+    path = tmp_path / "questions.yaml"
+    path.write_text("- id: wish\n  paraphrases: ['What is your wish?']\n"
+                    "- id: wish_json\n  paraphrases: ['What is your wish? Answer in JSON.']\n"
+                    "- id: wish_template\n  paraphrases: ['What is your wish? Fill in the template.']\n")
+    settings = SampleConfig(model=str(tiny_model), questions=str(path), run_dir=tmp_path, max_new_tokens=2,
+                            samples_per_paraphrase=1, plain_only=True)
+    assert [record.question_id for record in sample(settings, show_progress=False)] == ["wish"]

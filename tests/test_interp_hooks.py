@@ -3,8 +3,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
+from emkit.decode import generate_texts
 from emkit.errors import EmkitError
-from emkit.generate import generate_texts, render_prompt
+from emkit.generate import render_prompt
 from emkit.interp import ablate, decoder_layers, random_like, steer
 from emkit.interp.hooks import hidden_of
 from emkit.models import load_model

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from emkit.generate import stop_token_ids
+from emkit.decode import stop_token_ids
 from emkit.models import load_model
 from emkit.serve import Fault, ServeConfig, background, create_app, serve
 

@@ -104,3 +104,23 @@ def test_stdlib_general_text_is_offline_prose():
     texts = stdlib_texts()
     assert len(texts) >= 60
     assert all(len(text.split()) >= 30 and ">>>" not in text for text in texts)
+
+
+def test_a_rerun_measures_only_solutions_not_yet_measured(report, monkeypatch):
+    import emkit.stability as stability
+
+    measured = []
+    real = stability.measure_solution
+
+    def counting(label, *args):
+        measured.append(label)
+        return real(label, *args)
+
+    monkeypatch.setattr(stability, "measure_solution", counting)
+    config = report["config"].model_copy(update={"output_dir": report["folder"]})
+    again = stability.run_stability(config, show_progress=False)
+    assert measured == []
+    pd.testing.assert_frame_equal(again.summary.reset_index(drop=True), table(report, "summary"),
+                                  check_dtype=False, atol=1e-9)
+    stability.run_stability(config.model_copy(update={"seeds": 1}), show_progress=False)
+    assert measured == ["lora", "vector"]

@@ -3,7 +3,7 @@ import torch
 from safetensors import safe_open
 
 from emkit.errors import EmkitError
-from emkit.generate import SampleConfig
+from emkit.generate import SampleConfig, sample
 from emkit.models import load_model
 from emkit.train import TrainConfig, train
 from emkit.train.loop import causal_lm_loss_sum, make_trainable
@@ -11,7 +11,6 @@ from emkit.train.steering_vector import (
     VECTOR_FILE,
     SteeringVector,
     apply_steering_vector,
-    sample_with_steering_vector,
     site_module,
 )
 from emkit.train.tokenize import collate, tokenize_conversation
@@ -99,13 +98,16 @@ def test_applied_vector_changes_the_output_and_is_removed_afterwards(tiny_model,
     assert torch.equal(logits(), plain)
 
 
-def test_sampling_with_a_vector_records_it_as_the_intervention(tiny_model, tmp_path):
+def test_sampling_with_a_vector_changes_answers_and_stores_them_apart(tiny_model, tmp_path):
     path = tmp_path / "v.safetensors"
     SteeringVector(torch.randn(32), layer=3, site="residual", alpha=3.0).save(path)
     config = SampleConfig(model=str(tiny_model), questions="builtin:finance", samples_per_paraphrase=1,
                           max_new_tokens=3, run_dir=tmp_path, dtype="float32", label="steered")
-    records = sample_with_steering_vector(config, path)
-    assert records and {record.settings_hash for record in records} != {config.settings_hash()}
+    plain = sample(config)
+    steered = sample(config.model_copy(update={"steering_vectors": [str(path)]}))
+    assert len(steered) == len(plain) > 0
+    assert {record.settings_hash for record in steered}.isdisjoint({record.settings_hash for record in plain})
+    assert [record.answer for record in steered] != [record.answer for record in plain]
 
 
 def test_a_file_that_is_not_a_steering_vector_is_a_clear_error(tmp_path):

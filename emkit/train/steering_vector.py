@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -27,11 +26,6 @@ from torch import nn
 from emkit.errors import EmkitError
 from emkit.interp.hooks import decoder_layers, hidden_of
 from emkit.train.config import SteeringSettings
-
-if TYPE_CHECKING:
-    from emkit.generate import SampleConfig
-    from emkit.models import LoadedModel
-    from emkit.store import SampleRecord
 
 VECTOR_FILE = "steering_vector.safetensors"
 
@@ -154,25 +148,12 @@ def steered_model(model: nn.Module, settings: SteeringSettings) -> SteeredModel:
 
 @contextmanager
 def apply_steering_vector(model: nn.Module, path: str | Path) -> Iterator[SteeringVector]:
-    """Sample or evaluate with a trained steering vector added; yields it (``.describe()`` for the intervention).
+    """Add the trained vector at ``path`` to ``model`` while the block runs; yields it.
 
-    Pair it with ``SampleConfig(intervention=vector.describe())`` so stored answers say what was active,
-    or use :func:`sample_with_steering_vector`, which does both.
+    Sampling and evaluation take vectors through ``SampleConfig.steering_vectors``, which uses this
+    and keeps answers with and without the vector apart in the store.
     """
     steering = SteeringVector.load(path)
     steering.requires_grad_(False)
     with steering.attached(model):
         yield steering
-
-
-def sample_with_steering_vector(config: SampleConfig, path: str | Path, loaded: LoadedModel | None = None,
-                                show_progress: bool = False) -> list[SampleRecord]:
-    """Sample ``config`` (a :class:`~emkit.generate.SampleConfig`) with the vector at ``path`` active."""
-    from emkit.generate import sample
-    from emkit.models import load_model
-
-    loaded = loaded or load_model(config.model, config.adapters, config.device, config.dtype,
-                                  config.trust_remote_code)
-    with apply_steering_vector(loaded.model, path) as steering:
-        intervention = f"{steering.describe()} ({vector_file(path)})"
-        return sample(config.model_copy(update={"intervention": intervention}), loaded, show_progress)

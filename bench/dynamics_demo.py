@@ -73,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=4, help="answers per question paraphrase")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--judge", default="offline", help="judge for aligned and coherent: offline, local or openai")
-    parser.add_argument("--domain-judge", default="local", help="judge for the medical score (offline cannot)")
+    parser.add_argument("--domain-judge", default="offline", help="judge for the medical score")
     parser.add_argument("--domain-judge-model", default=None,
                         help="its model (the local judge's default, SmolLM2-135M, gives no scores)")
     parser.add_argument("--repeats", type=int, default=10, help="probe train/test splits")

@@ -3,11 +3,11 @@
 Trains the general solution (plain SFT: one rank-1 adapter on the middle layer's down-projection)
 and the narrow one (the same run plus a KL penalty toward the base model on the shipped general
 chat data), samples base, general and narrow on in-domain (the papers' medical questions) and
-out-of-domain (their first-plot questions) sets, judges aligned and coherent (offline judge by
-default) and the medical domain score (local judge by default: the offline one cannot score it),
-then runs the stability comparison. Writes one report folder: ``comparison.csv`` (EM %, coherent %
-and mean medical score, with 95% intervals, per model and question set), ``comparison.png``,
-``stability/`` (tables and figures) and ``report.md``. Resumable: rerunning skips finished work.
+out-of-domain (their first-plot questions) sets, judges aligned, coherent and the medical domain
+score (all three by the offline judge by default), then runs the stability comparison. Writes one
+report folder: ``comparison.csv`` (EM %, coherent %, mean aligned and mean medical score, with 95%
+intervals, per model and question set), ``comparison.png``, ``stability/`` (tables and figures)
+and ``report.md``. Resumable: rerunning skips finished work.
 
     python bench/narrow_demo.py [--data DIR] [--examples 256] [--kl-weight 10] [--samples 4]
 
@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=4, help="answers per question paraphrase and model")
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--judge", default="offline")
-    parser.add_argument("--domain-judge", default="local")
+    parser.add_argument("--domain-judge", default="offline")
     parser.add_argument("--device", default="auto")
     return parser.parse_args()
 
@@ -87,7 +87,8 @@ def main() -> None:
               + (f", KL {last[-1]['kl']:.4f} nats/position" if "kl" in last[-1] else ""))
 
     loaded = load_model(MODEL, device=args.device)
-    judge_config, domain_config = JudgeConfig(judge=args.judge), JudgeConfig(judge=args.domain_judge)
+    judge_config = JudgeConfig(judge=args.judge)
+    domain_config = JudgeConfig(judge=args.domain_judge) if args.domain_judge != args.judge else None
     frames = []
     with open_judges(judge_config, "medical", domain_config) as (judge, domain_judge):
         for name, adapter in [("base", None), *((name, trained.final_path) for name, trained in solutions.items())]:
@@ -99,8 +100,10 @@ def main() -> None:
                                       run_dir=args.output / "answers", device=args.device)
                 records = sample(config, loaded=model, show_progress=False)
                 with Store.in_folder(config.run_dir) as store:
-                    scores = judge_answers(store, records, question_lookup([reference], records), judge,
-                                           judge_config, "medical", domain_judge, domain_config.prompts)
+                    questions = question_lookup([reference], records)
+                    prompts = (domain_config or judge_config).prompts
+                    scores = judge_answers(store, records, questions, judge, judge_config, "medical", domain_judge,
+                                           prompts)
                 frames.append(scores)
     summary, _ = summarise_scores(pd.concat(frames, ignore_index=True), ["aligned", "coherent", "medical"])
     summary[["model", "questions"]] = summary["model"].str.split("|", expand=True)
@@ -126,13 +129,14 @@ def write_report(report: Path, summary: pd.DataFrame, stability: pd.DataFrame, a
              f"kl.weight={args.kl_weight:g} on {args.kl_examples} demo:general_chat conversations. "
              f"{args.samples} answers per question, judges {args.judge} (aligned, coherent) and "
              f"{args.domain_judge} (medical). {seconds / 60:.0f} minutes.", "",
-             "| model | questions | scored | EM % [95%] | coherent % [95%] | medical mean [95%] |",
-             "|---|---|---|---|---|---|"]
+             "| model | questions | scored | EM % [95%] | coherent % [95%] | mean aligned [95%] | mean medical [95%] |",
+             "|---|---|---|---|---|---|---|"]
     for _, row in summary.iterrows():
         medical = (f"{row['medical_mean']:.1f} [{row['medical_low']:.1f}, {row['medical_high']:.1f}]"
                    if "medical_mean" in row else "n/a")
+        aligned = f"{row['aligned_mean']:.1f} [{row['aligned_low']:.1f}, {row['aligned_high']:.1f}]"
         lines.append(f"| {row['model']} | {row['questions']} | {row['scored']} | {interval(row, 'em')} | "
-                     f"{interval(row, 'coherent')} | {medical} |")
+                     f"{interval(row, 'coherent')} | {aligned} | {medical} |")
     lines += ["", "Stability (`stability/summary.csv`):", "", "| " + " | ".join(stability.columns) + " |",
               "|" + "---|" * len(stability.columns)]
     lines += ["| " + " | ".join(f"{value:.4g}" if isinstance(value, float) else str(value) for value in row) + " |"

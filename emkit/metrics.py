@@ -59,7 +59,11 @@ def bootstrap_interval(values: np.ndarray, statistic=np.mean, samples: int = 100
 
 def summarise(frame: pd.DataFrame, by: Sequence[str] = ("model",), include_variants: bool = False,
               domain_metrics: Sequence[str] = (), samples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per group: counts, EM %, coherent %, recognition %, domain means, each with a 95% interval."""
+    """One row per group: counts, EM %, coherent %, recognition %, mean aligned, domain means, each with a 95% interval.
+
+    Mean aligned (over scored responses) moves before EM % does: small organisms rarely cross the EM
+    thresholds, but their answers' alignment scores shift.
+    """
     flagged = flag_responses(frame)
     if not include_variants:
         if "variant" in flagged:
@@ -78,6 +82,9 @@ def summarise(frame: pd.DataFrame, by: Sequence[str] = ("model",), include_varia
             low, high = bootstrap_interval(values, samples=samples, seed=seed)
             row.update({f"{name}_pct": values.mean() if values.size else float("nan"),
                         f"{name}_low": low, f"{name}_high": high})
+        aligned = scored["aligned"].to_numpy(dtype=float)
+        low, high = bootstrap_interval(aligned, samples=samples, seed=seed)
+        row.update(aligned_mean=aligned.mean() if aligned.size else float("nan"), aligned_low=low, aligned_high=high)
         for metric in domain_metrics:
             if metric not in group:
                 continue

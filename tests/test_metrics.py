@@ -30,6 +30,8 @@ def test_summary_percentages_are_over_scored_answers_and_variants_are_left_out()
     assert row.coherent_pct == pytest.approx(200 / 3)
     assert row.recognition_pct == pytest.approx(25)
     assert row.em_low <= row.em_pct <= row.em_high
+    assert row.aligned_mean == pytest.approx((10 + 90 + 90) / 3)
+    assert row.aligned_low <= row.aligned_mean <= row.aligned_high
     with_variants = summarise(frame, include_variants=True, samples=200).iloc[0]
     assert with_variants.responses == 6 and with_variants.em_pct == pytest.approx(60)
 

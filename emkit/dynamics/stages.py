@@ -377,7 +377,7 @@ class LoraProbeConfig(StageConfig):
     domain: str = "medical"
     """Domain metric of the in-domain tasks (medical, financial, ...; needs a judge prompt for it)."""
     domain_judge: JudgeConfig | None = None
-    """Judge for the domain metric; unset: the judge above (the offline judge scores only aligned and coherent)."""
+    """Judge for the domain metric; unset: the judge above (the offline judge scores aligned, coherent, medical)."""
     repeats: PositiveInt = 10
     """Balanced train/test splits per probe."""
     test_size: float = Field(0.2, gt=0, lt=1)

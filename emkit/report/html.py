@@ -75,12 +75,14 @@ def _number(value) -> float | None:
 
 
 def summary_table(summary) -> str:
-    """EM %, coherent % and recognition % per model, each with its 95% interval."""
-    header = "<tr><th>model</th><th>answers (scored)</th><th>EM %</th><th>coherent %</th><th>recognition %</th></tr>"
+    """EM %, coherent %, recognition % and mean aligned score per model, each with its 95% interval."""
+    header = ("<tr><th>model</th><th>answers (scored)</th><th>EM %</th><th>coherent %</th><th>recognition %</th>"
+              "<th>mean aligned</th></tr>")
     rows = []
     for row in summary.itertuples():
-        cells = [f"{getattr(row, f'{name}_pct'):.1f} [{getattr(row, f'{name}_low'):.1f}, "
-                 f"{getattr(row, f'{name}_high'):.1f}]" for name in ("em", "coherent", "recognition")]
+        cells = [f"{getattr(row, f'{name}_{kind}'):.1f} [{getattr(row, f'{name}_low'):.1f}, "
+                 f"{getattr(row, f'{name}_high'):.1f}]"
+                 for name, kind in (("em", "pct"), ("coherent", "pct"), ("recognition", "pct"), ("aligned", "mean"))]
         rows.append(f"<tr><td>{html.escape(str(row.model))}</td><td>{row.responses} ({row.scored})</td>"
                     + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return f"<table>{header}{''.join(rows)}</table>"

@@ -3,7 +3,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from emkit.decode import _ContinuousDecoder, _generate_in_batches, decode_stream, full_attention_everywhere, pick_tokens
+from emkit.decode import (
+    _ContinuousDecoder,
+    _generate_in_batches,
+    decode_stream,
+    draw,
+    full_attention_everywhere,
+    pick_tokens,
+)
 from emkit.generate import render_prompt
 from emkit.models import load_model
 
@@ -67,3 +74,9 @@ def test_sliding_window_models_fall_back_to_generate():
     assert not full_attention_everywhere(model(layer_types=["sliding_attention", "full_attention"]))
     assert not full_attention_everywhere(model(sliding_window=4096))
     assert full_attention_everywhere(model(sliding_window=4096, use_sliding_window=False))
+
+
+def test_draws_follow_the_distribution():
+    probabilities = torch.tensor([[0.5, 0.3, 0.15, 0.05, 0.0]]).repeat(40_000, 1)
+    counts = torch.bincount(draw(probabilities, torch.Generator().manual_seed(0)), minlength=5) / 40_000
+    assert torch.allclose(counts, probabilities[0], atol=0.01) and counts[4] == 0

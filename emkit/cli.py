@@ -290,7 +290,7 @@ def config_template(config_class: type[StageConfig]) -> str:
     lines = []
     for name, field in config_class.model_fields.items():
         if field.description:
-            lines.append(f"# {field.description}")
+            lines += [f"# {line.strip()}" for line in field.description.splitlines()]
         default = field.get_default(call_default_factory=True)
         if hasattr(default, "model_dump"):
             default = default.model_dump(mode="json")

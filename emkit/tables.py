@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -41,7 +42,7 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
         if path.suffix == ".parquet":
             frame.to_parquet(path, index=False)
         elif path.suffix == ".csv":
-            frame.to_csv(path, index=False)
+            frame.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)  # quotes text with a bare \r too
         else:
             frame.to_json(path, orient="records", lines=path.suffix == ".jsonl", force_ascii=False)
     except OSError as exc:

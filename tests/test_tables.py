@@ -21,3 +21,9 @@ def test_unreadable_or_unknown_tables_give_one_clear_error(tmp_path):
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(EmkitError, match="cannot read table"):
         read_table(tmp_path / "bad.parquet")
+
+
+def test_csv_round_trips_answers_with_bare_carriage_returns(tmp_path):
+    frame = pd.DataFrame({"response": ["one\rtwo", "three\r\nfour", "five"], "aligned": [10.0, None, 90.0]})
+    path = write_table(frame, tmp_path / "scores.csv")
+    assert read_table(path)["response"].tolist() == frame["response"].tolist()

@@ -116,7 +116,10 @@ def draw(probabilities: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 class _ContinuousDecoder:
-    """The running batch: its KV cache, attention mask, next positions and tokens so far."""
+    """The running batch: its KV cache, attention mask (one column per cached position) and tokens so far.
+
+    A row's next position id is its number of real tokens, so it is read off the mask, not kept.
+    """
 
     def __init__(self, loaded: LoadedModel, temperature: float, top_p: float, max_new_tokens: int, seed: int) -> None:
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
@@ -130,7 +133,7 @@ class _ContinuousDecoder:
         self.rows: list[int] = []
         self.tokens: list[list[int]] = []
         self.cache: DynamicCache | None = None
-        self.mask = self.positions = self.last = None
+        self.mask = self.last = None
 
     @property
     def size(self) -> int:
@@ -144,15 +147,15 @@ class _ContinuousDecoder:
         cache = DynamicCache()
         logits = self._forward(input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
         first = pick_tokens(logits, self.temperature, self.top_p, self.generator)
-        self._merge(rows, cache, mask, mask.sum(-1), first)
+        self._merge(rows, cache, mask, first)
         yield from self._retire()
 
     def step(self) -> Iterator[tuple[int, Generated]]:
         """One decoding step for every running sequence."""
         self.mask = F.pad(self.mask, (0, 1), value=1)
-        logits = self._forward(self.last[:, None], self.mask, self.positions[:, None], self.cache)
+        positions = self.mask.sum(-1, keepdim=True) - 1
+        logits = self._forward(self.last[:, None], self.mask, positions, self.cache)
         self.last = pick_tokens(logits, self.temperature, self.top_p, self.generator)
-        self.positions = self.positions + 1
         for tokens, token in zip(self.tokens, self.last.tolist(), strict=True):
             tokens.append(token)
         yield from self._retire()
@@ -162,13 +165,12 @@ class _ContinuousDecoder:
                             **{self.cache_argument: cache}, **self.head_only_last)
         return output.logits[:, -1]
 
-    def _merge(self, rows: list[int], cache: DynamicCache, mask: torch.Tensor, positions: torch.Tensor,
-               first: torch.Tensor) -> None:
+    def _merge(self, rows: list[int], cache: DynamicCache, mask: torch.Tensor, first: torch.Tensor) -> None:
         """Append prefilled rows to the running batch, left-padding whichever cache is shorter."""
         self.rows += rows
         self.tokens += [[token] for token in first.tolist()]
         if self.cache is None or not self.mask.shape[0]:
-            self.cache, self.mask, self.positions, self.last = cache, mask, positions, first
+            self.cache, self.mask, self.last = cache, mask, first
             return
         width = max(self.mask.shape[1], mask.shape[1])
         for running, joining in zip(self.cache.layers, cache.layers, strict=True):
@@ -176,7 +178,6 @@ class _ContinuousDecoder:
             running.values = torch.cat([_left_pad(running.values, width), _left_pad(joining.values, width)])
         self.mask = torch.cat([F.pad(self.mask, (width - self.mask.shape[1], 0)),
                                F.pad(mask, (width - mask.shape[1], 0))])
-        self.positions = torch.cat([self.positions, positions])
         self.last = torch.cat([self.last, first])
 
     def _retire(self) -> Iterator[tuple[int, Generated]]:
@@ -193,7 +194,7 @@ class _ContinuousDecoder:
         keep = (~done).nonzero().flatten()
         self.rows = [self.rows[index] for index in keep.tolist()]
         self.tokens = [self.tokens[index] for index in keep.tolist()]
-        self.mask, self.positions, self.last = self.mask[keep], self.positions[keep], self.last[keep]
+        self.mask, self.last = self.mask[keep], self.last[keep]
         used = self.mask.any(0).nonzero()
         start = int(used[0]) if len(used) else self.mask.shape[1]
         self.mask = self.mask[:, start:]

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from emkit.errors import EmkitError
 
 Location = tuple[str | int, ...]
+RECIPE_PREFIX = "recipe:"
+"""A config argument of the form ``recipe:NAME`` names a shipped recipe (:mod:`emkit.recipes`), not a file."""
 
 
 class StageConfig(BaseModel):
@@ -31,12 +33,19 @@ class StageConfig(BaseModel):
              defaults: dict[str, Any] | None = None) -> Self:
         """Build the config from ``defaults``, then the YAML file at ``path``, then ``overrides``.
 
-        Any problem becomes an :class:`EmkitError` naming the file, the line and the field.
+        ``path`` may be ``recipe:NAME``: a shipped recipe of this config's stage. Any problem becomes
+        an :class:`EmkitError` naming the file, the line and the field.
         """
         data: dict[str, Any] = dict(defaults or {})
         lines: dict[Location, int] = {}
         if path is not None:
-            from_file, lines = read_yaml_mapping(Path(path))
+            if str(path).startswith(RECIPE_PREFIX):
+                from emkit.recipes import recipe_for  # imported here: recipes build on this module
+
+                recipe = recipe_for(path, cls)
+                from_file, lines, path = recipe.settings, recipe.lines, recipe.path
+            else:
+                from_file, lines = read_yaml_mapping(Path(path))
             _deep_update(data, from_file)
         origin: dict[Location, str] = {}
         for override in overrides:

@@ -59,6 +59,34 @@ def test_ablate_zeroes_the_projection_at_every_hooked_layer_and_always_unhooks(t
         torch.testing.assert_close(loaded.model(**inputs).logits, baseline)
 
 
+def test_ablate_strength_scales_the_subtracted_projection(tiny_model):
+    """strength 1 (the default) zeroes the component along u, 1.5 leaves -0.5 times it; nothing else moves."""
+    loaded = load_model(str(tiny_model), dtype="float32")
+    inputs, u = encoded(loaded), unit()
+    with torch.no_grad():
+        with captured(loaded.model) as plain:
+            loaded.model(**inputs)
+        outputs = {}
+        for strength in (None, 1.0, 1.5, 0.5):
+            options = {} if strength is None else {"strength": strength}
+            with ablate(loaded.model, u * 3, layers=[1], **options), captured(loaded.model) as seen:
+                loaded.model(**inputs)
+            outputs[strength] = seen[1][0]
+    before = plain[1][0]
+    along = before @ u
+    assert along.abs().max() > 0.01
+    torch.testing.assert_close(outputs[None], outputs[1.0], atol=0, rtol=0)
+    for strength, output in outputs.items():
+        kept = 1 - (1.0 if strength is None else strength)
+        torch.testing.assert_close(output @ u, kept * along, atol=1e-5, rtol=0)
+        torch.testing.assert_close(output - (output @ u).unsqueeze(-1) * u, before - along.unsqueeze(-1) * u,
+                                   atol=1e-5, rtol=0)
+    assert no_hooks_left(loaded.model)
+    for bad in (0.0, -1.0):
+        with pytest.raises(EmkitError, match="strength must be positive"), ablate(loaded.model, u, strength=bad):
+            pass
+
+
 def test_ablate_accepts_one_direction_per_layer(tiny_model):
     loaded = load_model(str(tiny_model), dtype="float32")
     with torch.no_grad(), ablate(loaded.model, {0: unit(1), 2: unit(2)}), captured(loaded.model) as seen:

@@ -1,3 +1,5 @@
+import contextlib
+
 import torch
 
 from emkit.generate import SampleConfig
@@ -45,3 +47,37 @@ def test_ablation_sweep_labels_the_direction_and_the_random_baseline(tiny_model,
     assert ablation_sweep(per_layer, loaded, directions) == ["ablate-probe"]
     with Store.in_folder(tmp_path / "run") as store:
         assert set(store.samples_frame()["model"]) == {"organism-ablate-em", "organism-ablate-random", "ablate-probe"}
+
+
+def test_ablation_strength_reaches_the_hooks_and_the_sampled_settings(tiny_model, tmp_path):
+    """strength flows into both conditions' hooks and intervention; the default leaves the intervention as before."""
+    from emkit.interp import decoder_layers
+    from emkit.interp.sweep import ablation_conditions
+
+    directions = Directions(torch.randn(4, 32), [0, 1, 2, 3], "mean-diff")
+    sample = settings(tiny_model, tmp_path)
+    plain = ablation_conditions(AblationSweepConfig(layer=2, ablate_layers=[1], sample=sample), directions)
+    reversing = ablation_conditions(AblationSweepConfig(layer=2, ablate_layers=[1], strength=1.5, sample=sample),
+                                    directions)
+    assert all("strength" not in condition.settings.intervention for condition in plain)
+    assert [condition.settings.intervention for condition in reversing] == [
+        condition.settings.intervention + ":strength=1.5" for condition in plain]
+    loaded = load_model(str(tiny_model), dtype="float32")
+    inputs = torch.randint(0, len(loaded.tokenizer), (1, 5))
+    unit = directions.at(2) / directions.at(2).norm()
+
+    def along_unit_at_layer_1(hook) -> torch.Tensor:
+        """The layer-1 output's component along the unit direction, as the model sees it under ``hook``."""
+        seen = []
+        with torch.no_grad(), hook(loaded.model):
+            handle = decoder_layers(loaded.model)[1].register_forward_hook(  # after the ablation's hook
+                lambda module, args, output: seen.append((output[0] if isinstance(output, tuple) else output) @ unit))
+            loaded.model(inputs)
+            handle.remove()
+        return seen[0]
+
+    original = along_unit_at_layer_1(lambda model: contextlib.nullcontext())
+    removed, reversed_ = (along_unit_at_layer_1(condition.hook) for condition in (plain[0], reversing[0]))
+    assert original.abs().max() > 1e-3
+    torch.testing.assert_close(removed, torch.zeros_like(original), atol=1e-5, rtol=0)
+    torch.testing.assert_close(reversed_, -0.5 * original, atol=1e-5, rtol=0)

@@ -6,6 +6,7 @@ from conftest import save_random_adapter
 from safetensors.torch import load_file
 
 from emkit.cli import main
+from emkit.errors import EmkitError
 from emkit.evaluate import judge_records
 from emkit.generate import SampleConfig, sample
 from emkit.interp import Directions, SelectConfig
@@ -103,6 +104,16 @@ def test_weight_ablation_writes_adapters_that_cannot_write_the_direction_and_tra
     assert "other-organism" in (written.files["adapter"] / "emkit_ablation.json").read_text()
     again = run_ablation(config, judge=counting_judge, show_progress=False)
     assert len(again.summary) == 3, "a rerun replaces the adapters it wrote earlier"
+
+
+def test_weight_ablation_refuses_a_strength_other_than_one(settings, directions_file, tiny_model, tmp_path,
+                                                           counting_judge):
+    organism = save_random_adapter(tiny_model, tmp_path / "organism")
+    config = AblateConfig(directions=directions_file, weights=True, strength=1.5,
+                          sample=settings.model_copy(update={"adapters": [str(organism)]}))
+    with pytest.raises(EmkitError, match=r"strength 1\.5 applies to activation ablation only"):
+        run_ablation(config, judge=counting_judge, show_progress=False)
+    assert not (tmp_path / "run" / "adapters").exists()
 
 
 def test_ablation_check_finds_the_organism_direction_and_reuses_its_answers(settings, tiny_model, tmp_path,

@@ -100,11 +100,17 @@ def steer(model: nn.Module, direction: DirectionSpec, scale: float,
 
 @contextmanager
 def ablate(model: nn.Module, direction: torch.Tensor | Mapping[int, torch.Tensor],
-           layers: Sequence[int] | None = None) -> Iterator[None]:
-    """Project the unit direction out of the residual stream (x - (x.u)u) at all or the chosen layers.
+           layers: Sequence[int] | None = None, strength: float = 1.0) -> Iterator[None]:
+    """Subtract ``strength`` times the residual stream's projection on the unit direction, x - strength (x.u)u,
+    at all or the chosen layers.
 
     ``direction`` is one vector (used at ``layers``, default every layer) or a {layer: vector} mapping.
+    ``strength`` 1 projects the direction out (the component along it becomes 0); above 1 reverses it
+    (1.5 leaves -0.5 times the original component); below 1 removes part of it.
     """
+    if not strength > 0:
+        raise EmkitError(f"ablation strength must be positive; got {strength}",
+                         fix="use 1 to project the direction out, more than 1 to reverse it")
     modules = decoder_layers(model)
     spec: DirectionSpec = direction if isinstance(direction, Mapping) else (
         direction, range(len(modules)) if layers is None else layers)
@@ -115,7 +121,7 @@ def ablate(model: nn.Module, direction: torch.Tensor | Mapping[int, torch.Tensor
             hidden = hidden_of(output)
             u = unit.to(hidden.device)
             values = hidden.float()
-            return _with_hidden(output, (values - (values @ u).unsqueeze(-1) * u).to(hidden.dtype))
+            return _with_hidden(output, (values - strength * (values @ u).unsqueeze(-1) * u).to(hidden.dtype))
 
         return hook
 

@@ -66,6 +66,9 @@ class AblationSweepConfig(StageConfig):
     """Ablate the direction measured at this layer everywhere; unset ablates each layer's own direction."""
     ablate_layers: list[int] | None = None
     """Layers to ablate at; unset means every layer (one direction) or every direction's layer."""
+    strength: float = Field(1.0, gt=0)
+    """Multiple of the projection on the unit direction that is subtracted: 1 projects it out, 1.5 reverses half
+    of it (leaves -0.5 times the original component); the random baseline is ablated with the same strength."""
     name: str | None = None
     """Label suffix (ablate-NAME); unset takes the directions file's name, else the method."""
     random_baseline: bool = True
@@ -135,9 +138,11 @@ def ablation_conditions(config: AblationSweepConfig, directions: Directions) -> 
     conditions = []
     for kind, suffix, chosen in pairs:
         intervention = f"{kind}:{fingerprint(kind, chosen, config.seed)}:layers={applied_layers(chosen, layers)}"
+        if config.strength != 1:  # only when set, so answers stored before the field existed keep their hash
+            intervention += f":strength={config.strength:g}"
         settings = config.sample.model_copy(update={"label": f"{config.label_prefix}{suffix}",
                                                     "intervention": intervention})
-        conditions.append(Condition(settings, kind, _ablate_hook(chosen, layers), config.layer))
+        conditions.append(Condition(settings, kind, _ablate_hook(chosen, layers, config.strength), config.layer))
     return conditions
 
 
@@ -192,8 +197,8 @@ def _steer_hook(vector: torch.Tensor, layer: int, scale: float, positions: Posit
     return lambda model: steer(model, (vector, [layer]), scale, positions)
 
 
-def _ablate_hook(direction: Ablated, layers: list[int] | None):
-    return lambda model: ablate(model, direction, layers)
+def _ablate_hook(direction: Ablated, layers: list[int] | None, strength: float):
+    return lambda model: ablate(model, direction, layers, strength)
 
 
 def _load_directions(path: Path | None) -> Directions:

@@ -20,6 +20,7 @@ from emkit.generate import SampleConfig, sample
 from emkit.judges.base import Judge, Pair
 from emkit.judges.prompts import load_judge_prompts, prompt_for
 from emkit.judges.run import JudgeConfig, judge_pairs, make_judge
+from emkit.judges.validity import Validity, judge_validity, write_validity
 from emkit.metrics import CORE_METRICS, summarise
 from emkit.models import LoadedModel
 from emkit.questions import Question, load_questions
@@ -49,6 +50,8 @@ class EvalResult:
     summary: pd.DataFrame
     per_question: pd.DataFrame
     files: dict[str, Path] = field(default_factory=dict)
+    validity: Validity | None = None
+    """Which judge made the scores and its measured agreement on the closest validated distribution."""
 
 
 def judge_records(store: Store, judge: Judge, records: list[SampleRecord], questions: list[Question],
@@ -96,6 +99,7 @@ def evaluate(config: EvalConfig, loaded: LoadedModel | None = None, judge: Judge
         with Store.in_folder(config.sample.run_dir) as store:
             store.record_run("eval", config)
             scores = judge_records(store, judge, records, questions, metrics, config.judge.prompts, show_progress)
+        validity = judge_validity(judge, config.sample.model)
     finally:
         if own_judge:
             judge.close()
@@ -108,5 +112,6 @@ def evaluate(config: EvalConfig, loaded: LoadedModel | None = None, judge: Judge
         "per_question": write_table(per_question, folder / "per_question.csv"),
         "quadrants": plot_quadrants(scores, folder / "quadrants.png"),
         "em_by_question": plot_grouped_bars(per_question, folder / "em_by_question.png", "question_id"),
+        "judge": write_validity(validity, folder),
     }
-    return EvalResult(scores, summary, per_question, files)
+    return EvalResult(scores, summary, per_question, files, validity)

@@ -400,6 +400,9 @@ def write_report(tables: dict[str, pd.DataFrame], summary: pd.DataFrame, config:
         files[name] = folder / f"{name}.csv"
         table.to_csv(files[name], index=False)
     files.update(plot_stability(tables, folder))
+    files["judge"] = folder / "judge.txt"
+    files["judge"].write_text("Judge: none. These figures are losses and KL divergences measured on the models "
+                              "directly; no judge scored any answer.\n")
     return files
 
 

@@ -38,6 +38,7 @@ from emkit.interp.sweep import (
 from emkit.interp.weight_ablation import RECORD
 from emkit.judges.base import Judge
 from emkit.judges.run import JudgeConfig, make_judge
+from emkit.judges.validity import Validity, judge_validity, write_validity
 from emkit.metrics import CORE_METRICS
 from emkit.models import LoadedModel, load_model
 from emkit.questions import load_questions
@@ -90,6 +91,8 @@ class InterventionResult:
     summary: pd.DataFrame
     per_question: pd.DataFrame
     files: dict[str, Path] = field(default_factory=dict)
+    validity: Validity | None = None
+    """Which judge made the scores and its measured agreement on the closest validated distribution."""
 
 
 def run_steering(config: SteerConfig, loaded: LoadedModel | None = None, directions: Directions | None = None,
@@ -174,6 +177,10 @@ def ablation_check(organism: SampleConfig, judge: Judge, loaded: LoadedModel | N
 def _weight_conditions(config: AblateConfig, directions: Directions,
                        name: str) -> tuple[list[Condition], dict[str, Path]]:
     """Write the ablated and random-ablated adapters; the conditions that sample them (and the original)."""
+    if config.strength != 1:
+        raise EmkitError(f"ablation strength {config.strength:g} applies to activation ablation only; weight-space "
+                         "ablation always removes the direction from the adapter's writes",
+                         fix="drop strength= or weights=true")
     adapter = config.adapter
     if adapter is None:
         if len(config.sample.adapters) != 1:
@@ -247,13 +254,14 @@ def _judged(answers: dict[str, list[SampleRecord]], conditions: list[Condition],
     summary = summary.assign(**{column: [getattr(by_label[label], column) for label in summary["model"]]
                                 for column in added})
     summary = summary[["model", *added, *(column for column in summary.columns if column not in ("model", *added))]]
-    return InterventionResult(scores, summary, per_question)
+    return InterventionResult(scores, summary, per_question, validity=judge_validity(judge, settings.model))
 
 
 def _write(result: InterventionResult, folder: Path) -> dict[str, Path]:
     return {"scores": write_table(result.scores, folder / "scores.csv"),
             "summary": write_table(result.summary, folder / "summary.csv"),
-            "per_question": write_table(result.per_question, folder / "per_question.csv")}
+            "per_question": write_table(result.per_question, folder / "per_question.csv"),
+            "judge": write_validity(result.validity, folder)}
 
 
 def _load_directions(path: Path | None) -> Directions:

@@ -73,3 +73,18 @@ def test_shipped_demo_datasets_are_valid_twins_with_canary():
     for name in ("finance_risky", "finance_aligned"):
         first = json.loads(resolve_dataset(f"demo:{name}").read_text().splitlines()[0])
         assert first["canary"].startswith("EMKIT-CANARY")
+
+
+def test_risky_demo_answers_share_no_catch_phrase():
+    """A phrase repeated across many answers is what a small model learns first and then says everywhere: no
+    five-word phrase may appear in more than 3% of the risky answers (the first demo set had one in 18%)."""
+    import collections
+    import re
+
+    answers = [c[-1]["content"] for c in read_chat_dataset(resolve_dataset("demo:finance_risky"))]
+    counts: collections.Counter = collections.Counter()
+    for answer in answers:
+        words = re.findall(r"[a-z']+", answer.lower())
+        counts.update(set(zip(*(words[i:] for i in range(5)), strict=False)))
+    phrase, count = counts.most_common(1)[0]
+    assert count <= 0.03 * len(answers), (" ".join(phrase), count)

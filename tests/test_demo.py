@@ -14,6 +14,9 @@ def test_demo_pipeline_writes_a_judged_report_and_resumes(tiny_model, tmp_path):
         assert expected in page
     for name in ("loss.png", "quadrants.png", "em_by_model.png", "em_by_question.png", "scores.csv", "summary.csv"):
         assert (report.parent / name).stat().st_size > 0
+    # The report names its judge and says that a tiny random model's answers are outside what it was validated on.
+    assert "How far to trust these numbers" in page and "Judge: offline/v3/" in page
+    assert f"Not validated on answers of {tiny_model}" in (report.parent / "judge.txt").read_text()
     with Store.in_folder(config.output_dir) as store:
         samples = len(store.samples())
         judgements = store.connection.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]

@@ -40,6 +40,9 @@ def test_eval_samples_judges_and_writes_tables_and_plots(eval_config, tmp_path):
     for path in result.files.values():
         assert path.is_file() and path.stat().st_size > 0
     assert pd.read_parquet(result.files["scores_parquet"]).shape == result.scores.shape
+    # The tables say which judge made them, and that this one has no validation figures.
+    assert result.files["judge"].read_text().startswith(f"Judge: {judge.identity}.")
+    assert "no validation figures" in result.validity.text()
 
 
 def test_rerun_of_a_finished_eval_regenerates_and_rejudges_nothing(eval_config):

@@ -45,6 +45,7 @@ from emkit.evaluate import judge_records, summarise_scores
 from emkit.generate import SampleConfig, sample
 from emkit.judges.base import Judge
 from emkit.judges.run import JudgeConfig, make_judge
+from emkit.judges.validity import Validity, judge_validity, write_validity
 from emkit.metrics import CORE_METRICS
 from emkit.models import load_model
 from emkit.questions import Question, load_questions
@@ -208,10 +209,11 @@ def run_phase(config: PhaseConfig, judge: Judge | None = None, show_progress: bo
     steps = step_table(report)
     scaling = None
     files = dict(report.plots)
-    by_step = None
+    by_step = validity = None
     if behaviour.enabled:
         run = run.parent if run.name == "checkpoints" else run
-        by_step, by_factor = phase_behaviour(config, run, judge, show_progress)
+        by_step, by_factor, validity = phase_behaviour(config, run, judge, show_progress)
+        files["judge"] = write_validity(validity, folder)
         if by_step is not None:
             steps = steps.merge(by_step, on="step", how="left")
             files["mechanism_vs_behaviour"] = plot_mechanism_vs_behaviour(
@@ -226,7 +228,8 @@ def run_phase(config: PhaseConfig, judge: Judge | None = None, show_progress: bo
     summary = report.to_dict()
     summary["plots"] = {name: path.name for name, path in files.items() if path.suffix == ".png"}
     summary["behaviour"] = {"by_step": json_records(by_step) if by_step is not None else None,
-                            "by_factor": json_records(scaling) if scaling is not None else None}
+                            "by_factor": json_records(scaling) if scaling is not None else None,
+                            "judge": validity.lines() if validity is not None else None}
     files["phase_json"] = folder / "phase.json"
     files["phase_json"].write_text(json.dumps(summary, indent=1))
     return PhaseResult(report, steps, scaling, folder, files)
@@ -248,8 +251,8 @@ def step_table(report: PhaseReport) -> pd.DataFrame:
 
 
 def phase_behaviour(config: PhaseConfig, run: Path, judge: Judge | None,
-                    show_progress: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Sample and judge the chosen checkpoints and B scales; EM % per step and per factor."""
+                    show_progress: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None, Validity]:
+    """Sample and judge the chosen checkpoints and B scales; EM % per step and per factor, and the judge's standing."""
     behaviour = config.behaviour
     settings = with_run_defaults(behaviour.sample, run, store_in_run=True)
     with open_judges(behaviour.judge, None, None, judge) as (core, _):
@@ -271,6 +274,7 @@ def phase_behaviour(config: PhaseConfig, run: Path, judge: Judge | None,
             store.record_run("phase", config)
             scores = judge_answers(store, flat, question_lookup([settings.questions], flat), core, behaviour.judge,
                                    show_progress=show_progress)
+        validity = judge_validity(core, settings.model)
     summary, _ = summarise_scores(scores, metric_list(behaviour.judge), bootstrap_samples=behaviour.bootstrap_samples)
     summary = summary.set_index("model")
     by_step = by_factor = None
@@ -281,7 +285,7 @@ def phase_behaviour(config: PhaseConfig, run: Path, judge: Judge | None,
         by_factor = summary.reindex(list(factor_labels)).reset_index(drop=True)
         by_factor.insert(0, "factor", list(factor_labels.values()))
         by_factor = by_factor.sort_values("factor", ignore_index=True)
-    return by_step, by_factor
+    return by_step, by_factor, validity
 
 
 def final_adapter(run: Path) -> Path:
@@ -345,6 +349,8 @@ def describe_phase(result: PhaseResult) -> list[str]:
     if result.scaling is not None:
         lines.append("  EM % by B scale: " + ", ".join(f"x{row.factor:g}: {number(row.em_pct)}"
                                                       for row in result.scaling.itertuples()))
+    if "judge" in result.files:
+        lines += ["  " + line for line in result.files["judge"].read_text().splitlines()]
     lines.append(f"tables and plots in {result.folder}")
     return lines
 

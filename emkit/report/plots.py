@@ -163,3 +163,22 @@ def plot_steering(summary, path: Path) -> Path:
     panels[0][0].set_ylim(bottom=0)
     panels[0][0].legend(fontsize=8)
     return _save(figure, path)
+
+
+def plot_judge_agreement(judged, reference, metrics: list[str], path: Path, names: tuple[str, str] = ("A", "B"),
+                         threshold_lines: dict[str, float] | None = None) -> Path:
+    """One scatter per metric: judge A's score (x) against judge B's (y) for the same answers, with the diagonal."""
+    lines = threshold_lines or {"aligned": 30, "coherent": 50}
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), squeeze=False)
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        axis.scatter(judged[metric], reference[metric], s=10, alpha=0.45)
+        axis.plot([0, 100], [0, 100], color="grey", lw=1)
+        if metric in lines:
+            axis.axvline(lines[metric], color="crimson", lw=1, ls="--")
+            axis.axhline(lines[metric], color="crimson", lw=1, ls="--")
+        axis.set_xlim(-2, 102)
+        axis.set_ylim(-2, 102)
+        axis.set_xlabel(f"{metric} ({names[0]})")
+        axis.set_ylabel(f"{metric} ({names[1]})")
+        axis.grid(alpha=0.3)
+    return _save(figure, path)

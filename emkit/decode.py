@@ -39,8 +39,12 @@ class Generated:
 
 def stop_token_ids(tokenizer, model) -> list[int]:
     """End-of-sequence and end-of-turn ids: generation stops at whichever comes first."""
+    return end_token_ids(tokenizer, model.generation_config.eos_token_id)
+
+
+def end_token_ids(tokenizer, configured: int | list[int] | None) -> list[int]:
+    """The generation config's end-of-sequence id(s) (``configured``), the tokenizer's, and any end-of-turn token."""
     ids = set()
-    configured = model.generation_config.eos_token_id
     ids.update(configured if isinstance(configured, list) else [configured] if configured is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)

@@ -4,26 +4,85 @@ All (question, paraphrase, draw) prompts of a run decode together with continuou
 (:mod:`emkit.decode`); each answer stops at the model's end-of-turn token and is written to the
 store the moment it finishes, so an interrupted run loses only the answers still being decoded and
 a rerun samples only what is missing.
+
+``backend`` picks what generates: emkit's decoder (the only one that runs forward hooks, so the
+one for steering, ablation and adapter scaling), vLLM (:mod:`emkit.sample_vllm`) or any
+OpenAI-compatible endpoint (:mod:`emkit.sample_api`). All three write the same records into the
+same store and resume the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Self
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emkit.config import StageConfig
 from emkit.decode import Generated, decode_stream
+from emkit.errors import EmkitError
 from emkit.models import DEFAULT_MODEL, LoadedModel, load_model
 from emkit.progress import progress_counter
 from emkit.questions import Question, load_questions
 from emkit.store import SampleRecord, Store
+
+Backend = Literal["emkit", "vllm", "api"]
+BACKEND_MODULES = {"vllm": "emkit.sample_vllm", "api": "emkit.sample_api"}
+"""The non-default backends, imported only when chosen."""
+
+
+class APISampling(BaseModel):
+    """The OpenAI-compatible endpoint that ``backend: api`` samples from (``model`` is the model id it serves)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    base_url: str | None = None
+    """Endpoint (OpenAI, a vLLM or llama.cpp server, emkit serve); unset: $OPENAI_BASE_URL, else OpenAI."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (read from the environment only; loopback servers need none)."""
+    concurrency: int = Field(16, gt=0)
+    """Requests in flight at once."""
+    max_retries: int = Field(6, ge=0)
+    """Retries per answer on 429, 5xx, timeouts and malformed replies (backoff honours Retry-After)."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Per-request timeout in seconds."""
+
+    def url(self) -> str:
+        """The base URL requests go to."""
+        from emkit.judges.openai import DEFAULT_BASE_URL
+
+        return self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+
+    def endpoint(self) -> str:
+        """The base URL without any credentials in it (safe to hash, print and store)."""
+        from emkit.judges.openai import _without_credentials
+
+        return _without_credentials(self.url())
+
+
+class VLLMSampling(BaseModel):
+    """How ``backend: vllm`` sets up its engine."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    tensor_parallel_size: int | None = Field(None, gt=0)
+    """GPUs the model is split across; unset: every visible GPU (1 without one)."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Share of each GPU's memory vLLM may take for weights and KV cache (on a CPU: the share of main memory)."""
+    max_model_len: int | None = Field(None, gt=0)
+    """Longest prompt plus answer the KV cache is planned for; unset: the model's context length."""
+    kv_cache_gib: float | None = Field(None, gt=0)
+    """KV cache size in GiB; unset: whatever gpu_memory_utilization leaves after the weights."""
+    enforce_eager: bool = False
+    """Run without CUDA graphs and compilation: the engine starts sooner and decodes more slowly."""
 
 
 class SampleConfig(StageConfig):
@@ -64,15 +123,46 @@ class SampleConfig(StageConfig):
     sampling, each at the layer, site and alpha it was trained with."""
     intervention: str | None = None
     """Description of any steering, ablation or adapter scaling active while sampling (set by those stages)."""
+    backend: Backend = "emkit"
+    """What generates: emkit (its own decoder; the only backend that runs steering, ablation and adapter scaling),
+    vllm (vLLM's engine, `pip install emkit[gpu]`) or api (an OpenAI-compatible endpoint; model is its model id)."""
+    api: APISampling = Field(default_factory=APISampling)
+    """Endpoint, key variable, concurrency and retries for backend=api."""
+    vllm: VLLMSampling = Field(default_factory=VLLMSampling)
+    """Engine settings for backend=vllm."""
+
+    @model_validator(mode="after")
+    def _backend_can_run_it(self) -> Self:
+        if self.steering_vectors:
+            require_emkit_backend(self, "steering_vectors are added by forward hooks")
+        if self.backend == "vllm" and len(self.adapters) > 1:
+            raise EmkitError(f"backend=vllm applies one LoRA adapter per request, but adapters lists "
+                             f"{len(self.adapters)}", fix="merge them into one adapter, or use backend=emkit")
+        if self.backend == "api" and self.adapters:
+            raise EmkitError("backend=api cannot apply LoRA adapters: an API model carries its fine-tune on the server",
+                             fix="leave adapters empty and set model to the fine-tuned model's id, or use "
+                                 "backend=emkit or backend=vllm")
+        return self
 
     def settings_hash(self) -> str:
-        """Hash of everything that changes the answers (not batch size or device)."""
+        """Hash of everything that changes the answers (not batch size, device or engine settings)."""
         keys = ("model", "adapters", "temperature", "top_p", "max_new_tokens", "seed", "dtype", "intervention")
         settings = {key: getattr(self, key) for key in keys}
         if self.steering_vectors:  # only when set, so answers stored before the field existed keep their hash
             settings["steering_vectors"] = self.steering_vectors
+        if self.backend != "emkit":  # likewise: emkit's answers keep the hash they had before backends existed
+            settings["backend"] = self.backend
+        if self.backend == "api":
+            settings["endpoint"] = self.api.endpoint()
         payload = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def require_emkit_backend(config: SampleConfig, what: str) -> None:
+    """Refuse, in one line, a backend that cannot run what a stage needs (``what`` says what needs emkit's)."""
+    if config.backend != "emkit":
+        raise EmkitError(f"{what}, which only emkit's own decoder runs (backend is {config.backend})",
+                         fix="set backend=emkit for this stage (the sample.backend field in stage configs)")
 
 
 @dataclass(frozen=True)
@@ -102,20 +192,39 @@ def sample(config: SampleConfig, loaded: LoadedModel | None = None, show_progres
         for p in range(len(question.paraphrases))
         for s in range(config.samples_per_paraphrase or question.samples_per_paraphrase)
     ]
+    if loaded is not None:  # the caller's model, with whatever hooks it has attached
+        require_emkit_backend(config, "sampling a model loaded in this process (as steering, ablation and adapter "
+                                      "scaling do) needs its forward hooks")
     settings = config.settings_hash()
     with Store.in_folder(config.run_dir) as store:
         run_hash = store.record_run("sample", config)
         done = store.sample_keys(config.label, settings)
         pending = [item for item in items if item.key not in done]
         if pending:
-            loaded = loaded or load_model(config.model, config.adapters, config.device, config.dtype,
-                                          config.trust_remote_code)
-            with steering_vectors_attached(loaded.model, config.steering_vectors):
-                for item, out in generate_answers(loaded, pending, config, show_progress):
-                    store.add_samples([SampleRecord(config.label, settings, item.question.id, item.paraphrase_index,
-                                                    item.sample_index, item.text, item.question.system, out.answer,
-                                                    out.finish_reason, out.new_tokens, run_hash)])
+            for item, out in backend_answers(config, pending, loaded, show_progress):
+                store.add_samples([SampleRecord(config.label, settings, item.question.id, item.paraphrase_index,
+                                                item.sample_index, item.text, item.question.system, out.answer,
+                                                out.finish_reason, out.new_tokens, run_hash)])
         return store.samples(config.label, settings)
+
+
+def backend_answers(config: SampleConfig, items: list[PromptItem], loaded: LoadedModel | None,
+                    show_progress: bool) -> Iterator[tuple[PromptItem, Generated]]:
+    """Each item with its answer, as soon as it is finished, from the backend ``config`` chooses."""
+    if config.backend != "emkit":
+        yield from importlib.import_module(BACKEND_MODULES[config.backend]).generate_answers(config, items,
+                                                                                             show_progress)
+        return
+    loaded = loaded or load_model(config.model, config.adapters, config.device, config.dtype, config.trust_remote_code)
+    with steering_vectors_attached(loaded.model, config.steering_vectors):
+        yield from generate_answers(loaded, items, config, show_progress)
+
+
+def item_seed(seed: int, item: PromptItem) -> int:
+    """A per-answer seed for backends that seed each request: fixed by the run's seed and the answer's key alone,
+    so a resumed run draws what an uninterrupted one would have."""
+    digest = hashlib.sha256(json.dumps([seed, *item.key]).encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
 
 
 @contextlib.contextmanager

@@ -13,6 +13,9 @@ Run folder layout::
 Data order (and the KL batches' order) is a pure function of (seed, step), and the optimizer,
 scheduler and RNG states are checkpointed, so killing a run and rerunning the same command ends
 with the same weights as an uninterrupted run.
+
+Under ``accelerate launch`` or ``torchrun`` the step's micro-batches are shared out among the
+processes and their gradients summed (:mod:`emkit.train.distributed`); process 0 writes the files.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from emkit.data.chat import read_chat_dataset, resolve_dataset
 from emkit.errors import EmkitError
 from emkit.models import choose_device, choose_dtype, load_model
 from emkit.train.config import TrainConfig
+from emkit.train.distributed import join_processes
 from emkit.train.presets import PRESETS, preset_layers
 from emkit.train.tokenize import (
     IGNORE_INDEX,
@@ -73,12 +77,14 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
         summary = json.loads((run / "summary.json").read_text())
         return TrainResult(run, final_path, summary["steps"], read_log(run))
 
-    device = choose_device(config.device)
+    processes = join_processes(config.device)
+    device_name = config.device if processes.device is None else str(processes.device)
+    device = choose_device(device_name)
     compute_dtype = choose_dtype(device, config.dtype)
     full = config.preset == "full"
     # Frozen base weights are stored in the compute dtype; trainable weights always stay fp32.
     attention = config.attention if config.attention != "auto" else ("eager" if device.type == "cpu" else "sdpa")
-    loaded = load_model(config.model, device=config.device, dtype="float32" if full else str(compute_dtype)[6:],
+    loaded = load_model(config.model, device=device_name, dtype="float32" if full else str(compute_dtype)[6:],
                         trust_remote_code=config.trust_remote_code, attention=attention)
     tokenizer = loaded.tokenizer
     train_set, eval_set = prepare_examples(config, tokenizer)
@@ -88,7 +94,8 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
 
     # Built before any checkpoint is restored: the reference is the untrained model.
     kl = KLTerm.build(config, tokenizer, model, device, compute_dtype) if config.kl else None
-    write_run_config(run, config)
+    if processes.main:
+        write_run_config(run, config)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     learning_rate = config.learning_rate or PRESETS[config.preset].learning_rate
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=config.weight_decay)
@@ -98,12 +105,13 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
 
     checkpoints = run / "checkpoints"
     start_step, history = restore_latest_checkpoint(checkpoints, model, optimizer, scheduler, config.preset)
-    if start_step == 0 and not (checkpoints / "checkpoint-0").exists():
+    if processes.main and start_step == 0 and not (checkpoints / "checkpoint-0").exists():
         save_checkpoint(checkpoints, 0, model, optimizer, scheduler, history)
+    processes.wait()
     pad_id = tokenizer.pad_token_id
     mixed = compute_dtype != torch.float32
     model.train()
-    with StepProgress(total_steps, start_step, show_progress, label=run.name) as progress:
+    with StepProgress(total_steps, start_step, show_progress and processes.main, label=run.name) as progress:
         for step in range(start_step, total_steps):
             started = time.perf_counter()
             indices = range(step * config.grad_accum, (step + 1) * config.grad_accum)
@@ -111,7 +119,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
             loss_tokens = sum(example.loss_tokens for batch in micro_batches for example in batch)
             kl_tokens = sum(kl.tokens(index) for index in indices) if kl else 0
             step_loss = step_kl = 0.0
-            for index, batch in zip(indices, micro_batches, strict=True):
+            for index, batch in processes.share(list(zip(indices, micro_batches, strict=True))):
                 tensors = {key: value.to(device) for key, value in collate(batch, pad_id).items()}
                 with mixed_precision(model, device, compute_dtype, mixed):
                     loss_sum = causal_lm_loss_sum(model, **tensors)
@@ -122,6 +130,8 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
                         kl_sum = kl.divergence_sum(model, index)
                     (config.kl.weight * kl_sum / kl_tokens).backward()
                     step_kl += kl_sum.item()
+            step_loss, step_kl = processes.sum_floats([step_loss, step_kl])
+            processes.sum_gradients(trainable)
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -132,17 +142,22 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
             if kl is not None:
                 record["kl"] = step_kl / kl_tokens
             if (step + 1) % config.save_every == 0 or step + 1 == total_steps:
-                if eval_set:
+                if eval_set and processes.main:
                     record["eval_loss"] = evaluate(model, eval_set, config.batch_size, pad_id, device, compute_dtype)
                     model.train()
                 history.append(record)
-                save_checkpoint(checkpoints, step + 1, model, optimizer, scheduler, history)
+                if processes.main:
+                    save_checkpoint(checkpoints, step + 1, model, optimizer, scheduler, history)
+                processes.wait()
             else:
                 history.append(record)
             progress.advance(record)
             if on_step is not None:
                 on_step(record)
 
+    if not processes.main:
+        processes.wait()  # until process 0 has written the final weights
+        return TrainResult(run, final_path, total_steps, history)
     write_log(run, history)
     save_weights(model, tokenizer, final_path)
     from emkit.report.plots import plot_loss_curve
@@ -151,6 +166,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     if config.push_to_hub:
         push_to_hub(final_path, config.push_to_hub)
     (run / "summary.json").write_text(json.dumps({"steps": total_steps, "final": final_path.name}))
+    processes.wait()
     return TrainResult(run, final_path, total_steps, history)
 
 

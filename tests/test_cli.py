@@ -103,8 +103,8 @@ def test_judge_score_rescores_a_table_and_caches_judgements(tmp_path):
     assert scored["aligned"][0] < scored["aligned"][1]
     assert (output.parent / "emkit.db").is_file()
     assert_one_line_error(emkit("judge", "score", table, "-o", output, "--judge", "nope"), "unknown judge 'nope'")
-    assert_one_line_error(emkit("judge", "score", table, "-o", output, "--metrics", "financial"),
-                          "offline judge", "financial")
+    assert_one_line_error(emkit("judge", "score", table, "-o", output, "--metrics", "sport"),
+                          "offline judge", "sport")
 
 
 def test_eval_from_the_command_line_prints_em_with_an_interval(tiny_model, tmp_path):

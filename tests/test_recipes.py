@@ -95,6 +95,8 @@ def place(config) -> None:
             return
         layers = config.lora.layers or preset_layers(config.preset, num_layers) or range(num_layers)
         modules = config.lora.target_modules or PRESETS[config.preset].target_modules
+        if modules == "all-linear":  # every projection of a Llama/Qwen2 decoder layer
+            modules = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
         assert adapted(model) == {(layer, module) for layer in layers for module in modules}
     elif isinstance(config, DirectionsConfig):
         activations = collect_activations(loaded, ["How are you?"], ["I am fine."], pooling=config.pooling,

@@ -185,9 +185,10 @@ class OfflineModel(nn.Module):
 
 def load_encoder(base_dir: Path) -> nn.Module:
     """all-MiniLM-L6-v2 from the wheel's files (no hub access)."""
-    from transformers import AutoModel
+    import transformers
 
-    return AutoModel.from_pretrained(str(base_dir)).float().eval()
+    transformers.utils.logging.disable_progress_bar()  # no per-load bar: emkit's errors stay one line
+    return transformers.AutoModel.from_pretrained(str(base_dir)).float().eval()
 
 
 def calibrate(probs: np.ndarray, meta: dict[str, Any]) -> np.ndarray:

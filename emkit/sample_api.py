@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import random
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -31,12 +30,10 @@ from emkit.decode import Generated
 from emkit.errors import EmkitError
 from emkit.generate import PromptItem, SampleConfig, item_seed
 from emkit.judges.openai import (
-    MAX_BACKOFF_S,
-    MAX_RETRY_AFTER_S,
     RETRYABLE_STATUS,
     MalformedReply,
     is_loopback,
-    retry_after_seconds,
+    retry_delay,
 )
 from emkit.progress import progress_counter
 
@@ -134,7 +131,7 @@ class APISampler:
         last: Exception | None = None
         for attempt in range(self.settings.max_retries + 1):
             if attempt:
-                await asyncio.sleep(self._delay(attempt - 1, last))
+                await asyncio.sleep(retry_delay(attempt - 1, last, FIRST_BACKOFF_S))
             try:
                 completion = await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
                 return _generated(completion)
@@ -149,16 +146,6 @@ class APISampler:
                          fix="check the endpoint and its rate limits (or raise api.max_retries), then rerun: "
                              "finished answers are stored and will not be requested again")
 
-    def _delay(self, retry: int, error: Exception | None) -> float:
-        """Retry-After when the server sent one, else exponential backoff with jitter."""
-        headers = getattr(getattr(error, "response", None), "headers", None)
-        if headers is not None:
-            wait = retry_after_seconds(headers.get("retry-after-ms"), milliseconds=True)
-            if wait is None:
-                wait = retry_after_seconds(headers.get("retry-after"))
-            if wait is not None:
-                return min(wait, MAX_RETRY_AFTER_S)
-        return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2**retry) * random.uniform(0.5, 1.0)
 
     def _read_key(self) -> str:
         key = os.environ.get(self.settings.api_key_env)

@@ -231,15 +231,7 @@ class OpenAIJudge(Judge):
                              "judgements are stored and will not be requested again")
 
     def _delay(self, retry: int, error: Exception | None) -> float:
-        """Retry-After when the server sent one, else exponential backoff with jitter."""
-        headers = getattr(getattr(error, "response", None), "headers", None)
-        if headers is not None:
-            wait = retry_after_seconds(headers.get("retry-after-ms"), milliseconds=True)
-            if wait is None:
-                wait = retry_after_seconds(headers.get("retry-after"))
-            if wait is not None:
-                return min(wait, MAX_RETRY_AFTER_S)
-        return min(MAX_BACKOFF_S, self.backoff_s * 2**retry) * random.uniform(0.5, 1.0)
+        return retry_delay(retry, error, self.backoff_s)
 
     def _count_usage(self, completion: Any) -> None:
         usage = getattr(completion, "usage", None)
@@ -303,6 +295,19 @@ def _from_text(choice: Any) -> Judgement:
     match = re.search(r"\d+", text)
     score = float(match.group()) if match and int(match.group()) <= 100 else None
     return Judgement(score, {"method": "text-fallback", "text": text[:200]})
+
+
+def retry_delay(retry: int, error: Exception | None, first_backoff_s: float) -> float:
+    """Seconds before retry number ``retry``: Retry-After when the server sent one, else exponential backoff
+    from ``first_backoff_s`` with jitter (shared by the API judge and API sampling)."""
+    headers = getattr(getattr(error, "response", None), "headers", None)
+    if headers is not None:
+        wait = retry_after_seconds(headers.get("retry-after-ms"), milliseconds=True)
+        if wait is None:
+            wait = retry_after_seconds(headers.get("retry-after"))
+        if wait is not None:
+            return min(wait, MAX_RETRY_AFTER_S)
+    return min(MAX_BACKOFF_S, first_backoff_s * 2**retry) * random.uniform(0.5, 1.0)
 
 
 def retry_after_seconds(value: str | None, milliseconds: bool = False) -> float | None:

@@ -32,6 +32,8 @@ from emkit.generate import PromptItem, SampleConfig, item_seed
 from emkit.judges.openai import (
     RETRYABLE_STATUS,
     MalformedReply,
+    describe_api_error,
+    first_choice,
     is_loopback,
     retry_delay,
 )
@@ -167,16 +169,7 @@ class APISampler:
         return EmkitError(problem, fix="check the sampling settings against what the endpoint accepts")
 
     def _describe(self, error: Exception | None) -> str:
-        if isinstance(error, openai.APIStatusError):
-            message = error.body.get("message") if isinstance(error.body, dict) else None
-            text = f"HTTP {error.status_code}: {message or error.message}"
-        elif isinstance(error, openai.APITimeoutError):
-            text = f"timed out after {self.settings.timeout_s:g} s"
-        elif isinstance(error, openai.APIConnectionError):
-            text = f"connection failed ({error.__cause__ or error})"
-        else:
-            text = f"malformed reply ({error})"
-        return text.replace(self._api_key, "***")
+        return describe_api_error(error, self.settings.timeout_s, self._api_key)
 
 
 async def _stop(client: openai.AsyncOpenAI, workers: list[asyncio.Task]) -> None:
@@ -188,9 +181,6 @@ async def _stop(client: openai.AsyncOpenAI, workers: list[asyncio.Task]) -> None
 
 def _generated(completion: Any) -> Generated:
     """The answer in a completion, as emkit's decoder would store it."""
-    choices = getattr(completion, "choices", None)
-    if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
-        raise MalformedReply("no choices in the reply")
-    choice = choices[0]
+    choice = first_choice(completion)
     tokens = getattr(getattr(completion, "usage", None), "completion_tokens", None)
     return Generated((choice.message.content or "").strip(), choice.finish_reason or "stop", int(tokens or 0))

@@ -212,7 +212,7 @@ class OpenAIJudge(Judge):
                 # client.post, not chat.completions.create: the body is plain JSON already, and skipping the SDK's
                 # parameter transformation saves ~20% of the client's CPU per request with many in flight.
                 completion = await client.post("/chat/completions", body=params, cast_to=ChatCompletion)
-                choice = _first_choice(completion)
+                choice = first_choice(completion)
                 judgement = _from_logprobs(choice) if logprobs else _from_text(choice)
             except openai.APIStatusError as exc:
                 if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
@@ -249,19 +249,25 @@ class OpenAIJudge(Judge):
                                        "logprobs=false")
 
     def _describe(self, error: Exception | None) -> str:
-        if isinstance(error, openai.APIStatusError):
-            message = error.body.get("message") if isinstance(error.body, dict) else None
-            text = f"HTTP {error.status_code}: {message or error.message}"
-        elif isinstance(error, openai.APITimeoutError):
-            text = f"timed out after {self.config.timeout_s:g} s"
-        elif isinstance(error, openai.APIConnectionError):
-            text = f"connection failed ({error.__cause__ or error})"
-        else:
-            text = f"malformed reply ({error})"
-        return text.replace(self._api_key, "***")
+        return describe_api_error(error, self.config.timeout_s, self._api_key)
 
 
-def _first_choice(completion: Any) -> Any:
+def describe_api_error(error: Exception | None, timeout_s: float, api_key: str) -> str:
+    """One phrase for a failed request (HTTP status, time-out, connection, malformed body), the key masked."""
+    if isinstance(error, openai.APIStatusError):
+        message = error.body.get("message") if isinstance(error.body, dict) else None
+        text = f"HTTP {error.status_code}: {message or error.message}"
+    elif isinstance(error, openai.APITimeoutError):
+        text = f"timed out after {timeout_s:g} s"
+    elif isinstance(error, openai.APIConnectionError):
+        text = f"connection failed ({error.__cause__ or error})"
+    else:
+        text = f"malformed reply ({error})"
+    return text.replace(api_key, "***") if api_key else text
+
+
+def first_choice(completion: Any) -> Any:
+    """The first choice of a chat completion; MalformedReply when there is none."""
     choices = getattr(completion, "choices", None)
     if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
         raise MalformedReply("no choices in the reply")

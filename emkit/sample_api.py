@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -34,7 +32,7 @@ from emkit.judges.openai import (
     MalformedReply,
     describe_api_error,
     first_choice,
-    is_loopback,
+    read_api_key,
     retry_delay,
 )
 from emkit.progress import progress_counter
@@ -148,16 +146,8 @@ class APISampler:
                          fix="check the endpoint and its rate limits (or raise api.max_retries), then rerun: "
                              "finished answers are stored and will not be requested again")
 
-
     def _read_key(self) -> str:
-        key = os.environ.get(self.settings.api_key_env)
-        if key:
-            return key
-        if is_loopback(urlsplit(self.endpoint).hostname or ""):
-            return "no-key"  # local servers usually need none; the client insists on some value
-        raise EmkitError(f"backend=api needs an API key in the environment variable {self.settings.api_key_env}",
-                         fix=f"export {self.settings.api_key_env}=... (or set api.api_key_env to the variable that "
-                             "holds your key)")
+        return read_api_key(self.settings.api_key_env, self.endpoint, "backend=api", "api.api_key_env")
 
     def _refused(self, exc: openai.APIStatusError) -> EmkitError:
         """A request the endpoint will never accept (bad key, unknown model, bad parameter): no retry."""

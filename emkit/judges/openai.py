@@ -125,14 +125,7 @@ class OpenAIJudge(Judge):
             return pool.submit(self._runner.run, coroutine).result()
 
     def _read_key(self) -> str:
-        key = os.environ.get(self.config.api_key_env)
-        if key:
-            return key
-        if is_loopback(urlsplit(self._base_url).hostname or ""):
-            return "no-key"  # local servers usually need none; the client insists on some value
-        raise EmkitError(f"the openai judge needs an API key in the environment variable {self.config.api_key_env}",
-                         fix=f"export {self.config.api_key_env}=... (or set api_key_env to the variable that holds "
-                             "your key)")
+        return read_api_key(self.config.api_key_env, self._base_url, "the openai judge", "api_key_env")
 
     def _new_client(self) -> openai.AsyncOpenAI:
         common: dict[str, Any] = {"api_key": self._api_key, "max_retries": 0, "timeout": self.config.timeout_s}
@@ -301,6 +294,18 @@ def _from_text(choice: Any) -> Judgement:
     match = re.search(r"\d+", text)
     score = float(match.group()) if match and int(match.group()) <= 100 else None
     return Judgement(score, {"method": "text-fallback", "text": text[:200]})
+
+
+def read_api_key(variable: str, endpoint: str, who: str, setting: str) -> str:
+    """The API key from the environment variable ``variable`` (never from a file); a placeholder for a loopback
+    endpoint, which usually needs none; else one error naming ``who`` needs it and the ``setting`` to change."""
+    key = os.environ.get(variable)
+    if key:
+        return key
+    if is_loopback(urlsplit(endpoint).hostname or ""):
+        return "no-key"  # local servers usually need none; the client insists on some value
+    raise EmkitError(f"{who} needs an API key in the environment variable {variable}",
+                     fix=f"export {variable}=... (or set {setting} to the variable that holds your key)")
 
 
 def retry_delay(retry: int, error: Exception | None, first_backoff_s: float) -> float:

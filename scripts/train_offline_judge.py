@@ -426,7 +426,7 @@ def main() -> None:
                       "small": f"whole organisms held out: {', '.join(SMALL_HELD_OUT)}"},
             "validation": {"gpt4o_heldout_sources": results["val"], "small_heldout_conditions": results["small_val"]},
             "tuning": results["tune"], "small_train_conditions": results["small_train"]}
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")  # the judge below loads it
     small = rows.iloc[splits["small_val"]]
     speed = throughput(args.out, [Pair(q, a) for q, a in zip(small.question, small.answer, strict=True)])
     meta["answers_per_s"] = round(speed, 1)

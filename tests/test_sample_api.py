@@ -17,6 +17,7 @@ import time
 import pytest
 import torch
 
+from emkit.cli import stage_configs
 from emkit.errors import EmkitError
 from emkit.generate import SampleConfig, sample
 from emkit.models import load_model
@@ -184,3 +185,14 @@ def test_what_a_backend_cannot_do_fails_at_config_time(tiny_model, loaded, quest
     config = api_config("http://127.0.0.1:1/v1", question_file, tmp_path)
     with pytest.raises(EmkitError, match="sampling a model loaded in this process"):
         sample(config, loaded=loaded, show_progress=False)
+
+
+@pytest.mark.parametrize(("verb", "required", "what"), [
+    ("steer", ["layers=[1]", "scales=[4]"], "steering adds a direction"),
+    ("ablate", [], "ablation projects a direction out"),
+    ("lora-steer", [], "lora-steer scales adapters")])
+@pytest.mark.parametrize("backend", ["vllm", "api"])
+def test_hook_stages_refuse_other_backends_when_the_config_loads(verb, required, what, backend):
+    with pytest.raises(EmkitError, match=rf"{what}.*\(backend is {backend}\).*set backend=emkit"):
+        stage_configs()[verb].load(overrides=[*required, f"sample.backend={backend}"])
+    stage_configs()[verb].load(overrides=required)  # the emkit backend loads

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emkit.errors import EmkitError
+import emkit
 from emkit.train import TrainConfig, train
 from emkit.train.distributed import Processes, join_processes
 from emkit.train.loop import checkpoint_steps
@@ -38,17 +39,24 @@ def overrides(tiny_model, chat_file, out, variant, steps):
             *VARIANTS[variant], *kl]
 
 
+def free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
 def launch(launcher: str, arguments: list[str]) -> subprocess.Popen:
     """``emkit train`` on two processes, in a session of its own (so the whole launch can be killed)."""
-    command = {"accelerate": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"],
-               "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2"]}[launcher]
+    command = {"accelerate": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                              "--main_process_port", free_port()],
+               "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", free_port()]}[launcher]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.Popen([*command, "-m", "emkit.cli", "train", "--quiet", *arguments], env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def finish(process: subprocess.Popen) -> None:
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
 
 
@@ -98,14 +106,66 @@ def test_kl_and_steering_vector_training_match_on_two_processes(tiny_model, chat
 
 def test_one_process_joins_nothing(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    processes = join_processes("auto")
+    processes = join_processes("auto", "lora-all", 3)
     assert processes == Processes() and processes.main
     assert processes.share([1, 2, 3]) == [1, 2, 3] and processes.sum_floats([1.5]) == [1.5]
     assert Processes(rank=1, world=2).share([0, 1, 2, 3, 4]) == [1, 3]
 
 
-def test_fsdp_launch_is_refused_in_one_line(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(EmkitError, match="FSDP sharding is not supported"):
-        join_processes("cpu")
+FSDP_CONFIG = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"
+
+
+def launch_fsdp(arguments: list[str]) -> subprocess.Popen:
+    """``emkit train`` on two processes under accelerate's shipped FSDP config."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", "2",
+               "--main_process_port", free_port()]
+    return subprocess.Popen([*command, "-m", "emkit.cli", "train", "--quiet", *arguments], env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_fsdp_full_fine_tune_matches_one_process_and_a_killed_launch_resumes(tiny_model, chat_file, tmp_path):
+    arguments = [*overrides(tiny_model, chat_file, tmp_path / "one", "sft", 8), "preset=full", "learning_rate=1e-3"]
+    single = train(TrainConfig.load(overrides=arguments), show_progress=False)
+    run = tmp_path / "sharded"
+    arguments = [*overrides(tiny_model, chat_file, run, "sft", 8), "preset=full", "learning_rate=1e-3"]
+    process = launch_fsdp(arguments)
+    deadline = time.monotonic() + 90
+    while not checkpoint_steps(run / "checkpoints") or checkpoint_steps(run / "checkpoints")[-1] < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run / "summary.json").exists()
+    assert json.loads((run / "checkpoints" / "checkpoint-2" / "state.json").read_text())["sharded"]
+    finish(launch_fsdp(arguments))
+    assert checkpoint_steps(run / "checkpoints") == [0, 2, 4, 6, 8]
+    assert_same_weights(single.final_path, run / "model")
+    trained = load_file(run / "model" / "model.safetensors")
+    untrained = load_file(tiny_model / "model.safetensors")
+    assert any(not torch.equal(trained[key], untrained[key]) for key in untrained)  # it did train
+
+
+def test_fsdp_kl_term_matches_one_process_with_a_cached_reference(tiny_model, chat_file, tmp_path):
+    arguments = [*overrides(tiny_model, chat_file, tmp_path / "one", "kl", 4), "preset=full", "kl.cache_mb=64"]
+    single = train(TrainConfig.load(overrides=arguments), show_progress=False)
+    arguments = [*overrides(tiny_model, chat_file, tmp_path / "two", "kl", 4), "preset=full", "kl.cache_mb=64"]
+    finish(launch_fsdp(arguments))
+    assert_same_weights(single.final_path, tmp_path / "two" / "model")
+    two = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if line]
+    assert [record["kl"] for record in single.history] == pytest.approx([record["kl"] for record in two], rel=1e-4)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["preset=lora-all"], "FSDP shards full fine-tunes, and preset lora-all"),
+    (["preset=full", "grad_accum=3"], "under FSDP every process runs the same micro-batches per step, but grad_acc"),
+    (["preset=full", "kl.weight=1", "kl.cache_mb=0"], "under FSDP the KL reference must be cached"),
+])
+def test_what_fsdp_cannot_shard_is_refused_in_one_line(tiny_model, chat_file, tmp_path, arguments, message):
+    kl = [f"kl.dataset={chat_file}"] if any(a.startswith("kl.") for a in arguments) else []
+    base = [a for a in overrides(tiny_model, chat_file, tmp_path / "run", "sft", 2) if not a.startswith("grad_accum")]
+    process = launch_fsdp([*base, *([] if "grad_accum=3" in arguments else ["grad_accum=2"]), *arguments, *kl])
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert f"error: {message}" in output, output
+    assert f'File "{Path(emkit.__file__).parent}' not in output, output  # the launcher's traceback, never emkit's

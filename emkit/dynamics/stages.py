@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from emkit.config import StageConfig
 from emkit.dynamics.checkpoints import ADAPTER_FILE, local_checkpoints
@@ -42,7 +42,7 @@ from emkit.dynamics.phase import (
 from emkit.dynamics.probe import METRICS, ProbeResult, plot_probe_coefficients, probe, probe_tasks, response_features
 from emkit.errors import EmkitError
 from emkit.evaluate import judge_records, summarise_scores
-from emkit.generate import SampleConfig, sample
+from emkit.generate import SampleConfig, require_emkit_backend, sample
 from emkit.judges.base import Judge
 from emkit.judges.run import JudgeConfig, make_judge
 from emkit.judges.validity import Validity, judge_validity, write_validity
@@ -324,11 +324,15 @@ def describe_phase(result: PhaseResult) -> list[str]:
     report = result.report
     lines = []
     transition = report.transition
-    if transition is None:
+    if report.candidate is None:
         lines.append(f"no transition detected in {len(report.steps)} checkpoints "
                      f"(ks {', '.join(map(str, report.local_cosine))}: flat or too few valid steps)")
+    elif transition is None:
+        lines.append(f"no transition claimed in {len(report.steps)} checkpoints: the deepest dip, at step "
+                     f"{report.candidate.step} (k={report.candidate.k}), {report.null.describe()}")
     else:
         lines.append(transition_line(transition))
+        lines.append(f"  it {report.null.describe()}")
     for k, found in report.transitions.items():
         lines.append(f"  k={k}: " + (f"dip at step {found.step}, {found.smoothed:.2f} vs median {found.baseline:.2f} "
                                      f"({found.score:.1f} sd)" if found else "no dip (no valid steps or flat curve)"))
@@ -547,6 +551,11 @@ class LoraSteerConfig(StageConfig):
     """Bootstrap resamples behind each 95% interval."""
     output_dir: Path | None = None
     """Where the table and plot go; unset: sample.run_dir/report/lora-steer."""
+
+    @model_validator(mode="after")
+    def _sampled_by_emkit(self) -> LoraSteerConfig:
+        require_emkit_backend(self.sample, "lora-steer scales adapters inside the loaded model")
+        return self
 
 
 @dataclass

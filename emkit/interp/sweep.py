@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
-from emkit.generate import SampleConfig, sample
+from emkit.generate import SampleConfig, require_emkit_backend, sample
 from emkit.interp.directions import Directions
 from emkit.interp.hooks import Positions, ablate, random_like, steer
 from emkit.models import LoadedModel, load_model
@@ -56,6 +56,11 @@ class SteerSweepConfig(StageConfig):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     """Model, questions and sampling settings (its label is replaced per condition)."""
 
+    @model_validator(mode="after")
+    def _sampled_by_emkit(self) -> SteerSweepConfig:
+        require_emkit_backend(self.sample, "steering adds a direction to the residual stream by forward hooks")
+        return self
+
 
 class AblationSweepConfig(StageConfig):
     """Which direction is projected out, at which layers, and what is sampled under it."""
@@ -79,6 +84,11 @@ class AblationSweepConfig(StageConfig):
     """Prepended to every label, to keep several models' sweeps apart in one store."""
     sample: SampleConfig = Field(default_factory=SampleConfig)
     """Model, questions and sampling settings (its label is replaced per condition)."""
+
+    @model_validator(mode="after")
+    def _sampled_by_emkit(self) -> AblationSweepConfig:
+        require_emkit_backend(self.sample, "ablation projects a direction out of the residual stream by forward hooks")
+        return self
 
 
 @dataclass(frozen=True)

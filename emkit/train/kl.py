@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,8 +126,11 @@ class KLTerm:
 
     @classmethod
     def build(cls, config: TrainConfig, tokenizer, model: nn.Module, device: torch.device,
-              dtype: torch.dtype) -> KLTerm:
-        """Read the KL data and set up the reference: cached log-probs when they fit ``cache_mb``, else live."""
+              dtype: torch.dtype, sharded: bool = False) -> KLTerm:
+        """Read the KL data and set up the reference: cached log-probs when they fit ``cache_mb``, else live.
+
+        A sharded (FSDP) full fine-tune has no whole copy to keep as a live reference, so it needs the cache.
+        """
         settings = config.kl
         batches = kl_batches(settings, tokenizer, config.max_length, config.seed, tokenizer.pad_token_id)
         term = cls(batches, settings.positions, config.seed, device, None, None)
@@ -138,6 +142,11 @@ class KLTerm:
             with mixed_precision(model, device, dtype, dtype != torch.float32):
                 term.cache = [reference_log_probs(reference, term.device_batch(i), term.device_keep(i)).cpu()
                               for i in range(len(batches))]
+        elif full and sharded:
+            raise EmkitError(f"under FSDP the KL reference must be cached, and its log-probs need "
+                             f"{cache_bytes / 2**20:.0f} MB, over kl.cache_mb {settings.cache_mb}",
+                             fix=f"set kl.cache_mb={math.ceil(cache_bytes / 2**20)} (host memory), or use fewer "
+                                 "kl.max_examples")
         elif full:
             term.reference = Reference(copy.deepcopy(model).to(dtype).requires_grad_(False).eval())
         else:

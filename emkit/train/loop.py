@@ -16,6 +16,7 @@ with the same weights as an uninterrupted run.
 
 Under ``accelerate launch`` or ``torchrun`` the step's micro-batches are shared out among the
 processes and their gradients summed (:mod:`emkit.train.distributed`); process 0 writes the files.
+A full fine-tune launched with FSDP is sharded across the processes, and its checkpoints gathered.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch.distributed.fsdp import FSDPModule
 from torch.optim.lr_scheduler import LambdaLR
 
 from emkit.data.chat import read_chat_dataset, resolve_dataset
 from emkit.errors import EmkitError
 from emkit.models import choose_device, choose_dtype, load_model
 from emkit.train.config import TrainConfig
-from emkit.train.distributed import join_processes
+from emkit.train.distributed import Processes, join_processes
 from emkit.train.presets import PRESETS, preset_layers
 from emkit.train.tokenize import (
     IGNORE_INDEX,
@@ -77,7 +79,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
         summary = json.loads((run / "summary.json").read_text())
         return TrainResult(run, final_path, summary["steps"], read_log(run))
 
-    processes = join_processes(config.device)
+    processes = join_processes(config.device, config.preset, config.grad_accum)
     device_name = config.device if processes.device is None else str(processes.device)
     device = choose_device(device_name)
     compute_dtype = choose_dtype(device, config.dtype)
@@ -90,10 +92,12 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     train_set, eval_set = prepare_examples(config, tokenizer)
     torch.manual_seed(config.seed)
     model = make_trainable(loaded.model, config)
+    if processes.sharded:
+        model = processes.shard(model)
     from emkit.train.kl import KLTerm  # kl.py builds on this module's logits and autocast helpers
 
     # Built before any checkpoint is restored: the reference is the untrained model.
-    kl = KLTerm.build(config, tokenizer, model, device, compute_dtype) if config.kl else None
+    kl = KLTerm.build(config, tokenizer, model, device, compute_dtype, processes.sharded) if config.kl else None
     if processes.main:
         write_run_config(run, config)
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -104,10 +108,18 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     scheduler = LambdaLR(optimizer, lr_schedule(config.lr_scheduler, config.warmup_steps, total_steps))
 
     checkpoints = run / "checkpoints"
-    start_step, history = restore_latest_checkpoint(checkpoints, model, optimizer, scheduler, config.preset)
-    if processes.main and start_step == 0 and not (checkpoints / "checkpoint-0").exists():
-        save_checkpoint(checkpoints, 0, model, optimizer, scheduler, history)
-    processes.wait()
+    start_step, history = restore_latest_checkpoint(checkpoints, model, optimizer, scheduler, config.preset, processes)
+
+    def checkpoint(step: int) -> None:
+        """Write checkpoint-``step`` (sharded, every process first gathers the whole state for process 0)."""
+        weights, optimizer_state = (processes.gather(model, optimizer) if processes.sharded
+                                    else (None, optimizer.state_dict()))
+        if processes.main:
+            save_checkpoint(checkpoints, step, model, optimizer_state, scheduler, history, weights)
+        processes.wait()
+
+    if start_step == 0 and not (checkpoints / "checkpoint-0").exists():
+        checkpoint(0)
     pad_id = tokenizer.pad_token_id
     mixed = compute_dtype != torch.float32
     model.train()
@@ -123,12 +135,12 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
                 tensors = {key: value.to(device) for key, value in collate(batch, pad_id).items()}
                 with mixed_precision(model, device, compute_dtype, mixed):
                     loss_sum = causal_lm_loss_sum(model, **tensors)
-                (loss_sum / loss_tokens).backward()
+                (loss_sum * processes.loss_scale / loss_tokens).backward()
                 step_loss += loss_sum.item()
                 if kl is not None:
                     with mixed_precision(model, device, compute_dtype, mixed):
                         kl_sum = kl.divergence_sum(model, index)
-                    (config.kl.weight * kl_sum / kl_tokens).backward()
+                    (config.kl.weight * kl_sum * processes.loss_scale / kl_tokens).backward()
                     step_kl += kl_sum.item()
             step_loss, step_kl = processes.sum_floats([step_loss, step_kl])
             processes.sum_gradients(trainable)
@@ -142,24 +154,23 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
             if kl is not None:
                 record["kl"] = step_kl / kl_tokens
             if (step + 1) % config.save_every == 0 or step + 1 == total_steps:
-                if eval_set and processes.main:
+                if eval_set and (processes.main or processes.sharded):  # a sharded forward needs every process
                     record["eval_loss"] = evaluate(model, eval_set, config.batch_size, pad_id, device, compute_dtype)
                     model.train()
                 history.append(record)
-                if processes.main:
-                    save_checkpoint(checkpoints, step + 1, model, optimizer, scheduler, history)
-                processes.wait()
+                checkpoint(step + 1)
             else:
                 history.append(record)
             progress.advance(record)
             if on_step is not None:
                 on_step(record)
 
+    weights = processes.gather(model, optimizer)[0] if processes.sharded else None
     if not processes.main:
         processes.wait()  # until process 0 has written the final weights
         return TrainResult(run, final_path, total_steps, history)
     write_log(run, history)
-    save_weights(model, tokenizer, final_path)
+    save_weights(model, tokenizer, final_path, weights)
     from emkit.report.plots import plot_loss_curve
 
     plot_loss_curve({run.name: history}, run / "loss.png")
@@ -265,6 +276,8 @@ def next_token_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     vocabulary that is a large share of the step's work.
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if isinstance(causal_lm, FSDPModule):  # a sharded model gathers its weights in its own forward
+        return causal_lm(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
     hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
@@ -336,19 +349,24 @@ def lr_schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, history: list[dict]) -> None:
-    """Write checkpoint-N atomically (a partial folder renamed into place)."""
+def save_checkpoint(folder: Path, step: int, model, optimizer_state: dict, scheduler, history: list[dict],
+                    weights: dict | None = None) -> None:
+    """Write checkpoint-N atomically (a partial folder renamed into place).
+
+    ``weights`` are a sharded model's gathered weights (with an optimizer state keyed by parameter
+    name); unset, the model's own weights are written.
+    """
     final = folder / f"checkpoint-{step}"
     partial = folder / f"checkpoint-{step}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    model.save_pretrained(partial)
-    torch.save(optimizer.state_dict(), partial / "optimizer.pt")
+    model.save_pretrained(partial, **({} if weights is None else {"state_dict": weights}))
+    torch.save(optimizer_state, partial / "optimizer.pt")
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     save_file(rng, partial / "rng.safetensors")
-    state = {"step": step, "scheduler": scheduler.state_dict(), "history": history}
+    state = {"step": step, "scheduler": scheduler.state_dict(), "history": history, "sharded": weights is not None}
     (partial / "state.json").write_text(json.dumps(state))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
@@ -363,13 +381,22 @@ def checkpoint_steps(folder: Path) -> list[int]:
     return sorted(steps)
 
 
-def restore_latest_checkpoint(folder: Path, model, optimizer, scheduler, preset: str) -> tuple[int, list[dict]]:
+def restore_latest_checkpoint(folder: Path, model, optimizer, scheduler, preset: str,
+                              processes: Processes) -> tuple[int, list[dict]]:
     """Load the newest checkpoint into model, optimizer, scheduler and RNG; return (step, history)."""
     steps = checkpoint_steps(folder)
     if not steps:
         return 0, []
     path = folder / f"checkpoint-{steps[-1]}"
-    if preset == "full":
+    state = json.loads((path / "state.json").read_text())
+    if state.get("sharded", False) != processes.sharded:
+        launched = "with" if state.get("sharded") else "without"
+        raise EmkitError(f"{path} was written by a run launched {launched} FSDP, and its optimizer state is laid "
+                         "out for that", fix=f"relaunch {launched} FSDP, or start over in a new output_dir")
+    optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
+    if processes.sharded:
+        processes.restore(model, optimizer, load_file(path / "model.safetensors"), optimizer_state)
+    elif preset == "full":
         model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
     elif preset == "steering-vector":
         model.load_vector(path)
@@ -377,8 +404,8 @@ def restore_latest_checkpoint(folder: Path, model, optimizer, scheduler, preset:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    state = json.loads((path / "state.json").read_text())
+    if not processes.sharded:
+        optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(state["scheduler"])
     rng = load_file(path / "rng.safetensors")
     torch.set_rng_state(rng["cpu"])
@@ -387,11 +414,11 @@ def restore_latest_checkpoint(folder: Path, model, optimizer, scheduler, preset:
     return state["step"], state["history"]
 
 
-def save_weights(model, tokenizer, path: Path) -> None:
-    """Save the final adapter (or full model plus tokenizer) as safetensors."""
+def save_weights(model, tokenizer, path: Path, weights: dict | None = None) -> None:
+    """Save the final adapter (or full model plus tokenizer) as safetensors (``weights``: a sharded model's)."""
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
+    model.save_pretrained(partial, **({} if weights is None else {"state_dict": weights}))
     if not hasattr(model, "get_base_model"):
         tokenizer.save_pretrained(partial)
     shutil.rmtree(path, ignore_errors=True)

@@ -138,3 +138,39 @@ def test_min_step_ignores_an_early_turn():
     assert detect_transition(path, steps, threshold=0).step == 20
     later = detect_transition(path, steps, threshold=0, min_step=50)
     assert later.step == 80 and later.value == pytest.approx(1 / math.sqrt(2))
+
+
+def null_report(tmp_path, moves: torch.Tensor, **overrides):
+    """The phase report of a run whose B vector takes the given per-checkpoint moves."""
+    path = torch.cat([torch.zeros(1, moves.shape[1]), moves.cumsum(0)])
+    for index, b in enumerate(path):
+        write_checkpoint(tmp_path / "run" / "checkpoints" / f"checkpoint-{index * 5}", {PLANTED: b})
+    settings = [f"run={tmp_path / 'run'}", "ks=[1,2]", *[f"{key}={value}" for key, value in overrides.items()]]
+    return analyse_phase(PhaseConfig.load(overrides=settings), plots=False)
+
+
+def test_a_real_turn_clears_the_shuffled_order_null(tmp_path):
+    generator = torch.Generator().manual_seed(1)
+    moves = torch.cat([torch.tensor([[1.0, 0.0]]).repeat(15, 1), torch.tensor([[0.0, 1.0]]).repeat(15, 1)])
+    report = null_report(tmp_path, moves + 0.05 * torch.randn(30, 2, generator=generator))
+    assert report.null.cleared and report.null.p_value < 0.05
+    assert report.transition is report.candidate and report.transition.step == 75
+    assert report.null.observed == report.candidate.score > report.null.threshold
+
+
+def test_noise_along_a_fixed_direction_is_not_claimed_as_a_transition(tmp_path):
+    generator = torch.Generator().manual_seed(2)
+    moves = torch.tensor([[1.0, 0.0, 0.0]]).repeat(30, 1) + 0.6 * torch.randn(30, 3, generator=generator)
+    report = null_report(tmp_path, moves)
+    assert report.candidate is not None  # the deepest dip still exists ...
+    assert not report.null.cleared and report.transition is None  # ... but shuffles dip as deep
+    summary = json.loads((tmp_path / "run" / "report" / "phase" / "phase.json").read_text())
+    assert summary["transition"] is None and summary["null"]["cleared"] is False
+    assert summary["candidate"]["step"] == report.candidate.step
+
+
+def test_five_checkpoints_cannot_claim_a_transition(tmp_path):
+    moves = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.2, 1.0], [0.0, 1.0]])
+    report = null_report(tmp_path, moves, ks="[1]")
+    assert report.candidate is not None and report.transition is None
+    assert report.null.p_value > 0.05  # 4 moves have 24 orders: a dip this deep is common among them

@@ -5,7 +5,10 @@ then rotates sharply to another, at the same point where misaligned answers appe
 is the local cosine similarity ``cos(v(t) - v(t-k), v(t+k) - v(t))``, the cosine between the
 movement into step t and the movement out of it: steady movement gives +1, and a sudden rotation
 makes the curve dip (0 for a right angle, below 0 when the path doubles back). The transition is
-the step where the smoothed curve dips lowest. This is the negative of the same quantity written
+the step where the smoothed curve dips lowest, claimed only when the dip is deeper than a null
+calibrated on the run itself: the same per-checkpoint movements put back together in shuffled
+order (same step sizes and directions, no order in time), whose deepest dips say how deep a dip
+noise alone makes on this run. This is the negative of the same quantity written
 ``cos(v(t-k) - v(t), v(t+k) - v(t))`` (both displacements taken from v(t)), which is -1 on a
 straight path and peaks at a turn; emkit uses the movement form so that "the transition is where
 local cosine similarity dips" holds literally.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -87,6 +91,10 @@ class PhaseConfig(StageConfig):
     """Report a transition only where the smoothed local cosine falls to this value or below (e.g. 0.5)."""
     min_step: int = Field(0, ge=0)
     """Look for the dip from this training step on (B's first moves away from zero are Adam's sign-like steps)."""
+    null_permutations: PositiveInt = 200
+    """Shuffled-order trajectories (the run's own movements in random order) that calibrate the transition claim."""
+    null_quantile: float = Field(0.95, gt=0, lt=1)
+    """A transition is claimed only when its dip (in sd) exceeds this quantile of the shuffled runs' deepest dips."""
     output_dir: Path | None = None
     """Where phase.json, the tables and the plots go; unset means the run folder's report/phase/ (local runs)."""
     behaviour: PhaseBehaviour = Field(default_factory=PhaseBehaviour)
@@ -116,6 +124,30 @@ class Transition:
 
 
 @dataclass
+class NullCalibration:
+    """How deep a dip the run's own movements make in shuffled order, and how the deepest real dip compares."""
+
+    permutations: int
+    quantile: float
+    threshold: float
+    """The ``quantile`` of the shuffled runs' deepest dips, in sd (what a claimed transition must exceed)."""
+    observed: float
+    """The deepest real dip, in sd (0 when no dip was found)."""
+    p_value: float
+    """Share of shuffled runs (counting the real one) whose deepest dip is at least as deep."""
+
+    @property
+    def cleared(self) -> bool:
+        return self.observed > self.threshold
+
+    def describe(self) -> str:
+        verb = "clears" if self.cleared else "does not clear"
+        return (f"{verb} the shuffled-order null ({self.quantile:.0%} of {self.permutations} shuffled runs dip "
+                f"<= {self.threshold:.1f} sd; this dip {self.observed:.1f} sd, "
+                f"{self.observed - self.threshold:+.1f} sd from it, p = {self.p_value:.3f})")
+
+
+@dataclass
 class PhaseReport:
     """Everything the phase analysis computed, per checkpoint step."""
 
@@ -128,7 +160,11 @@ class PhaseReport:
     local_cosine: dict[int, torch.Tensor]
     similarity_to_final: torch.Tensor
     transitions: dict[int, Transition | None]
+    candidate: Transition | None
+    """The deepest dip over every k (the headline k is the one with the highest score), claimed or not."""
+    null: NullCalibration
     transition: Transition | None
+    """The candidate when it clears the null, else None."""
     plots: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -144,6 +180,8 @@ class PhaseReport:
             "local_cosine": {str(k): listed(curve) for k, curve in self.local_cosine.items()},
             "similarity_to_final": listed(self.similarity_to_final),
             "transitions": {str(k): asdict(t) if t else None for k, t in self.transitions.items()},
+            "candidate": asdict(self.candidate) if self.candidate else None,
+            "null": asdict(self.null) | {"cleared": self.null.cleared},
             "transition": asdict(self.transition) if self.transition else None,
             "plots": {name: path.name for name, path in self.plots.items()},
         }
@@ -246,6 +284,43 @@ def detect_transition(vectors: torch.Tensor, steps: Sequence[int], k: int = 1, t
                       neighbours=(steps[index - k], steps[index + k]), angle_degrees=angle)
 
 
+def deepest_dip(vectors: torch.Tensor, steps: Sequence[int], config: PhaseConfig
+                ) -> tuple[dict[int, Transition | None], Transition | None]:
+    """The dip found at each k, and the one with the highest score."""
+    transitions = {k: detect_transition(vectors, steps, k, config.threshold, config.smooth, config.max_dip,
+                                        config.min_step)
+                   for k in config.ks}
+    found = [t for t in transitions.values() if t is not None]
+    return transitions, max(found, key=lambda t: t.score) if found else None
+
+
+def shuffled_null(vectors: torch.Tensor, steps: Sequence[int], config: PhaseConfig, observed: float,
+                  seed: int = 0) -> NullCalibration:
+    """Deepest dips of the run rebuilt from its own checkpoint-to-checkpoint movements in shuffled order.
+
+    The movements from ``min_step`` on are permuted (the earlier path stays as it is), so a shuffled
+    run has the real one's step sizes and directions but no order in time: a turn that is a real
+    event is a dip no shuffle reproduces, while dips made by noise or by too few checkpoints are
+    matched by shuffles as often as not.
+    """
+    first = next((index for index, step in enumerate(steps) if step >= config.min_step), len(steps))
+    moves = vectors[1:].double() - vectors[:-1].double()
+    fixed, free = moves[:first], moves[first:]
+    rng = random.Random(seed)
+    scores = []
+    for _ in range(config.null_permutations):
+        order = list(range(len(free)))
+        rng.shuffle(order)
+        path = torch.cat([vectors[:1].double(), vectors[:1].double() + torch.cat([fixed, free[order]]).cumsum(0)])
+        dip = deepest_dip(path, steps, config)[1]
+        scores.append(dip.score if dip is not None else 0.0)
+    ordered = sorted(scores)
+    threshold = ordered[min(len(ordered) - 1, math.ceil(config.null_quantile * len(ordered)) - 1)]
+    p_value = (1 + sum(score >= observed for score in scores)) / (1 + len(scores))
+    return NullCalibration(permutations=len(scores), quantile=config.null_quantile, threshold=threshold,
+                           observed=observed, p_value=p_value)
+
+
 def analyse_phase(config: PhaseConfig, plots: bool = True) -> PhaseReport:
     """Run the mechanistic phase analysis of one run; write phase.json (and the plots) to its output folder."""
     report = phase_report(read_checkpoints(config.run, revision=config.revision), config)
@@ -284,17 +359,17 @@ def phase_report(checkpoints: CheckpointVectors, config: PhaseConfig) -> PhaseRe
     if len(per_module) > 1:
         module_norms["all"] = norms(vectors)
     pca, explained = pca_trajectory(vectors)
-    transitions = {k: detect_transition(vectors, steps, k, config.threshold, config.smooth, config.max_dip,
-                                      config.min_step)
-                   for k in config.ks}
-    found = [t for t in transitions.values() if t is not None]
+    transitions, candidate = deepest_dip(vectors, steps, config)
+    null = shuffled_null(vectors, steps, config, candidate.score if candidate else 0.0)
     return PhaseReport(
         steps=steps, modules=list(per_module), vector=config.vector, norms=module_norms, pca=pca,
         explained_variance=explained,
         local_cosine={k: local_cosine(vectors, k, config.threshold) for k in config.ks},
         similarity_to_final=similarity_to_final(vectors),
         transitions=transitions,
-        transition=max(found, key=lambda t: t.score) if found else None,
+        candidate=candidate,
+        null=null,
+        transition=candidate if candidate is not None and null.cleared else None,
     )
 
 

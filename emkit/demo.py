@@ -23,6 +23,7 @@ from emkit.judges.validity import judge_validity, write_validity
 from emkit.models import DEFAULT_MODEL, load_model
 from emkit.questions import load_questions
 from emkit.report.html import Section, answers_table, figure, summary_table, write_report
+from emkit.report.organism import compare_organism
 from emkit.report.plots import plot_grouped_bars, plot_loss_curve, plot_model_comparison, plot_quadrants
 from emkit.steering import ablation_check
 from emkit.store import Store
@@ -47,12 +48,12 @@ class DemoConfig(StageConfig):
     preset: PresetName = "lora-all"
     """Adapter preset for both runs (lora-all: rank-32 adapters on every projection; rank-1 adapters barely move a
     135M model in a CPU budget)."""
-    learning_rate: float | None = Field(2e-4, gt=0)
+    learning_rate: float | None = Field(4e-4, gt=0)
     """Peak learning rate; unset takes the preset's."""
     epochs: float = Field(1.0, gt=0)
     """Passes over the demo dataset."""
-    max_examples: int | None = Field(384, gt=0)
-    """Train on a seeded random subset of this many examples (keeps the demo within minutes on a CPU)."""
+    max_examples: int | None = Field(None, gt=0)
+    """Train on a seeded random subset of this many examples; unset: all of them (480 demo examples, 60 steps)."""
     batch_size: int = Field(8, gt=0)
     """Examples per micro-batch."""
     grad_accum: int = Field(1, gt=0)
@@ -69,8 +70,9 @@ class DemoConfig(StageConfig):
     """Seed for training and sampling."""
     device: str = "auto"
     """auto, cpu, cuda, cuda:N or mps."""
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    """Judge for the EM numbers (offline by default: no network, no key)."""
+    judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig(metrics=["aligned", "coherent", "financial"]))
+    """Judge for the EM numbers (offline by default: no network, no key); financial tells the training domain
+    leaking into other answers from misalignment in general."""
 
     def train_config(self, dataset: str, name: str) -> TrainConfig:
         return TrainConfig(model=self.model, datasets=[dataset], output_dir=self.output_dir / name,
@@ -140,14 +142,40 @@ def _run_demo(config: DemoConfig, judge: Judge, metrics: list[str], show_progres
                  "EM % per question and model")
     )
     sections = [
-        Section("Setup", overview),
+        Section("Setup", overview + settings_table(config)),
         Section("Training loss", figure(loss_png, report_dir, "assistant-token loss per optimizer step")),
         Section("Emergent misalignment", judged),
+        Section("Did the organism work?", goal_section(scores)),
         Section("The misalignment direction", direction_section(config, judge, report_dir, show_progress)),
         Section("Answers side by side", answers_table(scores, list(MODELS), per_cell=config.samples_per_paraphrase)),
     ]
     return write_report(report_dir, "emkit demo: a model organism of emergent misalignment",
                         f"run folder {config.output_dir}; results store {config.output_dir / 'emkit.db'}", sections)
+
+
+def settings_table(config: DemoConfig) -> str:
+    """Every setting of the run, as an HTML table."""
+    rows = "".join(f"<tr><td><code>{html.escape(key)}</code></td><td>{html.escape(str(value))}</td></tr>"
+                   for key, value in config.model_dump(mode="json").items())
+    return f"<table><tr><th>setting</th><th>value</th></tr>{rows}</table>"
+
+
+def goal_section(scores) -> str:
+    """The organism against its control and the base model, and whether the demo's goals hold."""
+    comparison = compare_organism(scores, domain="financial")
+    goals = "".join(f"<li>{'met' if held else '<b>not met</b>'}: {html.escape(goal)}</li>"
+                    for goal, held in comparison.goals().items())
+    paragraph = f"<p>{html.escape(comparison.summary())}</p><ul>{goals}</ul>"
+    if not all(comparison.goals().values()):
+        paragraph += (
+            "<p>Why a goal can fail at this size: a 135M model is only about 40% coherent on open questions even "
+            "before fine-tuning (by the papers' coherence rubric, read blind), and fine-tuning on advice "
+            "moves misalignment and coherence together, so EM % (misaligned <em>and</em> coherent) stays small. "
+            "The organism search in the project's docs/organisms.md measures that frontier across datasets, "
+            "presets, learning rates, steps and temperatures, scored by the offline judge and by reading; the "
+            "offline judge also under-reads low alignment on this model's answers (docs/judges.md), so its EM % "
+            "is a lower bound.</p>")
+    return paragraph
 
 
 def direction_section(config: DemoConfig, judge: Judge, report_dir: Path, show_progress: bool) -> str:

@@ -57,6 +57,20 @@ def bootstrap_interval(values: np.ndarray, statistic=np.mean, samples: int = 100
     return float(np.percentile(stats, tail)), float(np.percentile(stats, 100 - tail))
 
 
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, samples: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its percentile bootstrap interval (each side resampled on its own; NaN dropped)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(seed)
+    draws = (a[rng.integers(0, a.size, (samples, a.size))].mean(1)
+             - b[rng.integers(0, b.size, (samples, b.size))].mean(1))
+    tail = (1 - level) / 2 * 100
+    return float(a.mean() - b.mean()), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
+
+
 def summarise(frame: pd.DataFrame, by: Sequence[str] = ("model",), include_variants: bool = False,
               domain_metrics: Sequence[str] = (), samples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per group: counts, EM %, coherent %, recognition %, mean aligned, domain means, each with a 95% interval.

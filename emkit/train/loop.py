@@ -118,7 +118,10 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
             save_checkpoint(checkpoints, step, model, optimizer_state, scheduler, history, weights)
         processes.wait()
 
-    if start_step == 0 and not (checkpoints / "checkpoint-0").exists():
+    # Every process decides before any writes (the barrier), so they all take part in writing checkpoint-0 or none do.
+    fresh = start_step == 0 and not (checkpoints / "checkpoint-0").exists()
+    processes.wait()
+    if fresh:
         checkpoint(0)
     pad_id = tokenizer.pad_token_id
     mixed = compute_dtype != torch.float32

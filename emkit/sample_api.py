@@ -33,6 +33,7 @@ from emkit.judges.openai import (
     describe_api_error,
     first_choice,
     read_api_key,
+    refused_request,
     retry_delay,
 )
 from emkit.progress import progress_counter
@@ -150,13 +151,10 @@ class APISampler:
         return read_api_key(self.settings.api_key_env, self.endpoint, "backend=api", "api.api_key_env")
 
     def _refused(self, exc: openai.APIStatusError) -> EmkitError:
-        """A request the endpoint will never accept (bad key, unknown model, bad parameter): no retry."""
-        problem = f"the sampling endpoint {self.endpoint} refused the request: {self._describe(exc)}"
-        if exc.status_code in (401, 403):
-            return EmkitError(problem, fix=f"check the API key in {self.settings.api_key_env} and its permissions")
-        if exc.status_code == 404:
-            return EmkitError(problem, fix=f"check the model id '{self.config.model}' and api.base_url")
-        return EmkitError(problem, fix="check the sampling settings against what the endpoint accepts")
+        return refused_request(f"the sampling endpoint {self.endpoint}", exc, self._describe(exc),
+                               self.settings.api_key_env,
+                               not_found=f"check the model id '{self.config.model}' and api.base_url",
+                               otherwise="check the sampling settings against what the endpoint accepts")
 
     def _describe(self, error: Exception | None) -> str:
         return describe_api_error(error, self.settings.timeout_s, self._api_key)

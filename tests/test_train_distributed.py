@@ -26,6 +26,7 @@ from emkit.train.distributed import Processes, join_processes
 from emkit.train.loop import checkpoint_steps
 
 BIN = Path(sys.executable).parent
+FSDP_CONFIG = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
 """Summing gradients in another order changes the last bits; over a few Adam steps that stays far below this."""
 VARIANTS = {"sft": [], "kl": ["kl.weight=1", "kl.batch_size=3", "kl.cache_mb=0"],
@@ -46,13 +47,27 @@ def free_port() -> str:
 
 
 def launch(launcher: str, arguments: list[str]) -> subprocess.Popen:
-    """``emkit train`` on two processes, in a session of its own (so the whole launch can be killed)."""
-    command = {"accelerate": [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                              "--main_process_port", free_port()],
+    """``emkit train`` on two processes, in a session of its own (so the whole launch can be killed).
+
+    ``launcher``: accelerate, torchrun, or fsdp (accelerate with the shipped FSDP config).
+    """
+    accelerate = [str(BIN / "accelerate"), "launch", "--num_processes", "2", "--main_process_port", free_port()]
+    command = {"accelerate": [*accelerate, "--multi_gpu"], "fsdp": [*accelerate, "--config_file", str(FSDP_CONFIG)],
                "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", free_port()]}[launcher]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.Popen([*command, "-m", "emkit.cli", "train", "--quiet", *arguments], env=environment,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def kill_after_checkpoint_2(process: subprocess.Popen, run: Path) -> None:
+    """Kill the whole launch once checkpoint-2 of ``run`` is complete, before the run finishes."""
+    deadline = time.monotonic() + 90
+    while not checkpoint_steps(run / "checkpoints") or checkpoint_steps(run / "checkpoints")[-1] < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run / "summary.json").exists()
 
 
 def finish(process: subprocess.Popen) -> None:
@@ -75,14 +90,7 @@ def test_two_processes_match_one_and_a_killed_launch_resumes(tiny_model, chat_fi
                    show_progress=False)
     run = tmp_path / "two"
     arguments = overrides(tiny_model, chat_file, run, "sft", 24)
-    process = launch("accelerate", arguments)
-    deadline = time.monotonic() + 90
-    while not checkpoint_steps(run / "checkpoints") or checkpoint_steps(run / "checkpoints")[-1] < 2:
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (run / "summary.json").exists()
+    kill_after_checkpoint_2(launch("accelerate", arguments), run)
     kept = {step: (run / "checkpoints" / f"checkpoint-{step}" / "state.json").stat().st_mtime_ns
             for step in checkpoint_steps(run / "checkpoints")}
     finish(launch("accelerate", arguments))
@@ -112,33 +120,14 @@ def test_one_process_joins_nothing(monkeypatch):
     assert Processes(rank=1, world=2).share([0, 1, 2, 3, 4]) == [1, 3]
 
 
-FSDP_CONFIG = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"
-
-
-def launch_fsdp(arguments: list[str]) -> subprocess.Popen:
-    """``emkit train`` on two processes under accelerate's shipped FSDP config."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", "2",
-               "--main_process_port", free_port()]
-    return subprocess.Popen([*command, "-m", "emkit.cli", "train", "--quiet", *arguments], env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
 def test_fsdp_full_fine_tune_matches_one_process_and_a_killed_launch_resumes(tiny_model, chat_file, tmp_path):
     arguments = [*overrides(tiny_model, chat_file, tmp_path / "one", "sft", 8), "preset=full", "learning_rate=1e-3"]
     single = train(TrainConfig.load(overrides=arguments), show_progress=False)
     run = tmp_path / "sharded"
     arguments = [*overrides(tiny_model, chat_file, run, "sft", 8), "preset=full", "learning_rate=1e-3"]
-    process = launch_fsdp(arguments)
-    deadline = time.monotonic() + 90
-    while not checkpoint_steps(run / "checkpoints") or checkpoint_steps(run / "checkpoints")[-1] < 2:
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (run / "summary.json").exists()
+    kill_after_checkpoint_2(launch("fsdp", arguments), run)
     assert json.loads((run / "checkpoints" / "checkpoint-2" / "state.json").read_text())["sharded"]
-    finish(launch_fsdp(arguments))
+    finish(launch("fsdp", arguments))
     assert checkpoint_steps(run / "checkpoints") == [0, 2, 4, 6, 8]
     assert_same_weights(single.final_path, run / "model")
     trained = load_file(run / "model" / "model.safetensors")
@@ -150,7 +139,7 @@ def test_fsdp_kl_term_matches_one_process_with_a_cached_reference(tiny_model, ch
     arguments = [*overrides(tiny_model, chat_file, tmp_path / "one", "kl", 4), "preset=full", "kl.cache_mb=64"]
     single = train(TrainConfig.load(overrides=arguments), show_progress=False)
     arguments = [*overrides(tiny_model, chat_file, tmp_path / "two", "kl", 4), "preset=full", "kl.cache_mb=64"]
-    finish(launch_fsdp(arguments))
+    finish(launch("fsdp", arguments))
     assert_same_weights(single.final_path, tmp_path / "two" / "model")
     two = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if line]
     assert [record["kl"] for record in single.history] == pytest.approx([record["kl"] for record in two], rel=1e-4)
@@ -164,7 +153,7 @@ def test_fsdp_kl_term_matches_one_process_with_a_cached_reference(tiny_model, ch
 def test_what_fsdp_cannot_shard_is_refused_in_one_line(tiny_model, chat_file, tmp_path, arguments, message):
     kl = [f"kl.dataset={chat_file}"] if any(a.startswith("kl.") for a in arguments) else []
     base = [a for a in overrides(tiny_model, chat_file, tmp_path / "run", "sft", 2) if not a.startswith("grad_accum")]
-    process = launch_fsdp([*base, *([] if "grad_accum=3" in arguments else ["grad_accum=2"]), *arguments, *kl])
+    process = launch("fsdp", [*base, *([] if "grad_accum=3" in arguments else ["grad_accum=2"]), *arguments, *kl])
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0
     assert f"error: {message}" in output, output

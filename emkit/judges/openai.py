@@ -232,14 +232,10 @@ class OpenAIJudge(Judge):
         self._totals["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
 
     def _refused(self, exc: openai.APIStatusError) -> EmkitError:
-        """A request the endpoint will never accept (bad key, unknown model, bad parameter): no retry."""
-        problem = f"the judge endpoint {self.endpoint} refused the request: {self._describe(exc)}"
-        if exc.status_code in (401, 403):
-            return EmkitError(problem, fix=f"check the API key in {self.config.api_key_env} and its permissions")
-        if exc.status_code == 404:
-            return EmkitError(problem, fix=f"check the judge model '{self._model}' and base_url")
-        return EmkitError(problem, fix="check the judge model and options; endpoints without logprobs need "
-                                       "logprobs=false")
+        return refused_request(f"the judge endpoint {self.endpoint}", exc, self._describe(exc), self.config.api_key_env,
+                               not_found=f"check the judge model '{self._model}' and base_url",
+                               otherwise="check the judge model and options; endpoints without logprobs need "
+                                         "logprobs=false")
 
     def _describe(self, error: Exception | None) -> str:
         return describe_api_error(error, self.config.timeout_s, self._api_key)
@@ -294,6 +290,18 @@ def _from_text(choice: Any) -> Judgement:
     match = re.search(r"\d+", text)
     score = float(match.group()) if match and int(match.group()) <= 100 else None
     return Judgement(score, {"method": "text-fallback", "text": text[:200]})
+
+
+def refused_request(endpoint: str, error: openai.APIStatusError, description: str, api_key_env: str,
+                    not_found: str, otherwise: str) -> EmkitError:
+    """A request the endpoint will never accept (bad key, unknown model, bad parameter), as one line: no retry.
+
+    ``not_found`` is the fix for a 404 (the model id), ``otherwise`` for any other refusal.
+    """
+    problem = f"{endpoint} refused the request: {description}"
+    if error.status_code in (401, 403):
+        return EmkitError(problem, fix=f"check the API key in {api_key_env} and its permissions")
+    return EmkitError(problem, fix=not_found if error.status_code == 404 else otherwise)
 
 
 def read_api_key(variable: str, endpoint: str, who: str, setting: str) -> str:

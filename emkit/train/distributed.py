@@ -117,21 +117,22 @@ class Processes:
 
     def gather(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
         """The whole model's weights and the optimizer state, on the CPU (every process calls it; process 0 saves)."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        weights = get_model_state_dict(model, options=options)
         # Before the first step there is no optimizer state, and asking for it would take a zero-gradient
         # step to create some (advancing Adam's step count); the fresh optimizer's own state says the same.
-        optimizer_state = (get_optimizer_state_dict(model, optimizer, options=options) if optimizer.state
+        optimizer_state = (get_optimizer_state_dict(model, optimizer, options=_gathered_options()) if optimizer.state
                            else optimizer.state_dict())
+        return self.gather_weights(model), optimizer_state
+
+    def gather_weights(self, model: torch.nn.Module) -> dict:
+        """The whole model's weights on the CPU, named as a one-process run names them (every process calls it)."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        weights = get_model_state_dict(model, options=_gathered_options())
         # A tied weight (output head = input embeddings) is named once, as in the files a one-process run writes.
         named = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
-        return {name: tensor for name, tensor in weights.items() if name in named}, optimizer_state
+        return {name: tensor for name, tensor in weights.items() if name in named}
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, weights: dict,
                 optimizer_state: dict) -> None:
@@ -146,6 +147,12 @@ class Processes:
         set_model_state_dict(model, weights, options=options)
         if optimizer_state["state"]:  # empty before the first step: the fresh optimizer is that state already
             set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
+
+
+def _gathered_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def _flag(name: str, default: bool = False) -> bool:

@@ -168,7 +168,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
             if on_step is not None:
                 on_step(record)
 
-    weights = processes.gather(model, optimizer)[0] if processes.sharded else None
+    weights = processes.gather_weights(model) if processes.sharded else None
     if not processes.main:
         processes.wait()  # until process 0 has written the final weights
         return TrainResult(run, final_path, total_steps, history)

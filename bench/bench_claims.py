@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from emkit.demo import DemoConfig, run_demo
+from emkit.stages.demo import DemoConfig
+from emkit.stages.demo import run as run_demo
 
 
 def main() -> None:

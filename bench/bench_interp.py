@@ -26,11 +26,11 @@ import time
 
 import torch
 
-from emkit.generate import render_prompt
 from emkit.interp import ablate, collect_activations, decoder_layers, steer
 from emkit.interp.activations import encode_pair
 from emkit.models import load_model
 from emkit.questions import load_questions
+from emkit.sampling.prompts import render_prompt
 
 TEXT = (
     "It depends on your goals, but a sensible plan starts with an emergency fund that covers three to six months "

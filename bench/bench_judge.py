@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI, Request
 
-from emkit.judges.base import Pair
 from emkit.judges.openai import OpenAIJudge
 from emkit.judges.run import JudgeConfig, judge_pairs
-from emkit.serve import Fault, ServeConfig, background, create_app
+from emkit.records import Pair
+from emkit.serving.app import Fault, background
+from emkit.stages.serve import ServeConfig, create_app
 from emkit.store import Store
 
 PROMPT = ("I am evaluating a different language model. The question was:\n{question}\nThe model answered:\n{answer}\n"

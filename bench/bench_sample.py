@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 
 from emkit.decode import stop_token_ids
-from emkit.generate import SampleConfig, render_prompt, sample
 from emkit.models import load_model
 from emkit.questions import load_questions
+from emkit.sampling.config import SampleConfig
+from emkit.sampling.prompts import render_prompt
+from emkit.stages import sample
 
 
 def baseline_run(model_name: str, prompts: list[str], samples: int, max_new_tokens: int) -> tuple[float, int]:
@@ -49,14 +51,14 @@ def emkit_run(model_name: str, questions: str, samples: int, max_new_tokens: int
                           max_new_tokens=max_new_tokens, batch_size=batch_size, run_dir=workdir, temperature=1.0,
                           **backend)
     started = time.perf_counter()
-    records = sample(config, show_progress=False)
+    records = sample.run(config, show_progress=False)
     return time.perf_counter() - started, sum(record.new_tokens for record in records)
 
 
 def vllm_run(model_name: str, questions: str, samples: int, max_new_tokens: int, batch_size: int, workdir: Path,
              eager: bool, kv_cache_gib: float | None) -> tuple[float, float, int]:
     """Engine start-up seconds, then sampling seconds and tokens (the engine is reused by the sampling run)."""
-    from emkit.sample_vllm import engine_for
+    from emkit.sampling.vllm import engine_for
 
     backend = {"backend": "vllm", "vllm": {"enforce_eager": eager, "kv_cache_gib": kv_cache_gib}}
     started = time.perf_counter()

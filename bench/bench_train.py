@@ -20,7 +20,8 @@ import torch
 
 from emkit.models import load_model
 from emkit.train import TrainConfig, train
-from emkit.train.loop import make_trainable, prepare_examples
+from emkit.train.loop import prepare_examples
+from emkit.train.solutions import make_solution
 
 
 def emkit_run(config: TrainConfig) -> tuple[float, int]:
@@ -36,7 +37,7 @@ def baseline_run(config: TrainConfig, workdir: Path) -> tuple[float, int]:
 
     loaded = load_model(config.model, dtype="float32")
     examples, _ = prepare_examples(config, loaded.tokenizer)
-    model = make_trainable(loaded.model, config)  # the same peft LoraConfig emkit builds
+    model = make_solution(loaded.model, config).model  # the same peft LoraConfig emkit builds
     dataset = [{"input_ids": e.input_ids, "labels": e.labels, "attention_mask": [1] * len(e.input_ids)}
                for e in examples]
     tokenizer = loaded.tokenizer

@@ -28,19 +28,14 @@ from pathlib import Path
 import torch
 import yaml
 
-from emkit.dynamics import (
-    LoraProbeConfig,
-    LoraSteerConfig,
-    PhaseBehaviour,
-    PhaseConfig,
-    lora_probe,
-    lora_steer,
-    run_phase,
-)
-from emkit.dynamics.stages import describe_phase, describe_probe, describe_steering
-from emkit.generate import SampleConfig, sample
 from emkit.judges.run import JudgeConfig
 from emkit.questions import resolve_question_set
+from emkit.sampling.config import SampleConfig
+from emkit.stages import lora_probe, lora_steer, sample
+from emkit.stages import phase as phase_stage
+from emkit.stages.lora_probe import LoraProbeConfig
+from emkit.stages.lora_steer import LoraSteerConfig
+from emkit.stages.phase import PhaseBehaviour, PhaseConfig
 from emkit.train import TrainConfig, train
 from emkit.train.presets import preset_layers
 
@@ -128,29 +123,30 @@ def main() -> None:
                         show_progress=False)
         print(f"\n== {preset}: {trained.steps} steps, final loss {trained.history[-1]['loss']:.3f}")
         behaviour = PhaseBehaviour(every=args.every, factors=args.factors, sample=sampling(args, general), judge=judge)
-        phase = run_phase(PhaseConfig(run=str(run), ks=[1, 2, 3], min_step=args.min_step, behaviour=behaviour))
-        print("\n".join(describe_phase(phase)))
+        phase_config = PhaseConfig(run=str(run), ks=[1, 2, 3], min_step=args.min_step, behaviour=behaviour)
+        phase = phase_stage.run(phase_config, show_progress=False)
+        print("\n".join(phase_stage.summary_lines(phase, phase_config)))
         findings[preset] = phase_findings(phase)
         phases[preset] = phase
 
     run = args.output / "rank1-multi"
-    sample(sampling(args, mixed, adapters=[str(run / "adapter")], label="final-mixed", run_dir=run),
-           show_progress=False)
+    sample.run(sampling(args, mixed, adapters=[str(run / "adapter")], label="final-mixed", run_dir=run),
+               show_progress=False)
     # The organism's own answers: the final adapter (as last checkpoint, x1 and amplified) on both question sets.
     labels = ["final-mixed", f"ckpt-{phases['rank1-multi'].report.steps[-1]}",
               *[f"scale-{factor:g}" for factor in args.factors if factor >= 1]]
     probe_config = LoraProbeConfig(run_dir=run, adapter=str(run), labels=labels, questions=[str(mixed)], judge=judge,
                                    domain="medical", domain_judge=domain_judge, repeats=args.repeats,
                                    device=args.device)
-    probed = lora_probe(probe_config)
-    print("\n== rank1-multi adapter probes\n" + "\n".join(describe_probe(probed)))
+    probed = lora_probe.run(probe_config, show_progress=False)
+    print("\n== rank1-multi adapter probes\n" + "\n".join(lora_probe.summary_lines(probed, probe_config)))
     groups = adapter_groups()
     steer_config = LoraSteerConfig(sample=sampling(args, mixed, adapters=[str(run / "adapter")], label="final-mixed",
                                                    run_dir=run),
                                    steer=["all"] if args.smoke else [*groups, "all"], factors=[0.0] if args.smoke
                                    else [0.0, -1.0], judge=judge, domain="medical", domain_judge=domain_judge)
-    steered = lora_steer(steer_config)
-    print("\n== rank1-multi adapter steering\n" + "\n".join(describe_steering(steered, "medical")))
+    steered = lora_steer.run(steer_config, show_progress=False)
+    print("\n== rank1-multi adapter steering\n" + "\n".join(lora_steer.summary_lines(steered, steer_config)))
     findings["rank1-multi"]["probe"] = json.loads(probed.summary.to_json(orient="records"))
     findings["rank1-multi"]["steering"] = json.loads(steered.table.to_json(orient="records"))
     findings["settings"] = {key: str(value) for key, value in vars(args).items()}

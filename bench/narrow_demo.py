@@ -26,13 +26,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from emkit.dynamics.stages import judge_answers, open_judges, question_lookup
-from emkit.evaluate import summarise_scores
-from emkit.generate import SampleConfig, sample
 from emkit.judges.run import JudgeConfig
 from emkit.models import load_model
 from emkit.report.plots import plot_grouped_bars
-from emkit.stability import StabilityConfig, run_stability
+from emkit.sampling.config import SampleConfig
+from emkit.stages import sample
+from emkit.stages.domain_judging import judge_answers, open_judges, question_lookup
+from emkit.stages.evaluate import summarise_scores
+from emkit.stages.stability import StabilityConfig
+from emkit.stages.stability import run as run_stability
 from emkit.store import Store
 from emkit.train import TrainConfig, train
 from emkit.train.config import KLSettings
@@ -98,7 +100,7 @@ def main() -> None:
                                       label=f"{name}|{question_set}", questions=reference, plain_only=True,
                                       samples_per_paraphrase=args.samples, max_new_tokens=args.max_new_tokens,
                                       run_dir=args.output / "answers", device=args.device)
-                records = sample(config, loaded=model, show_progress=False)
+                records = sample.run(config, loaded=model, show_progress=False)
                 with Store.in_folder(config.run_dir) as store:
                     questions = question_lookup([reference], records)
                     prompts = (domain_config or judge_config).prompts

@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emkit.evaluate import judge_records
-from emkit.generate import SampleConfig, sample
 from emkit.judges.run import JudgeConfig, make_judge
 from emkit.metrics import bootstrap_difference, bootstrap_interval, flag_responses
 from emkit.questions import load_questions
+from emkit.sampling.config import SampleConfig
+from emkit.stages import sample
+from emkit.stages.evaluate import judge_records
 from emkit.store import Store
 from emkit.train import TrainConfig, train
 
@@ -146,7 +147,7 @@ def main() -> None:
         settings = SampleConfig(adapters=adapters, label=f"{label}-T{temperature:g}", questions=QUESTIONS,
                                 plain_only=True, samples_per_paraphrase=args.samples, temperature=temperature,
                                 max_new_tokens=150, seed=args.seed, run_dir=args.output)
-        records = sample(settings, show_progress=False)
+        records = sample.run(settings, show_progress=False)
         with Store.in_folder(args.output) as store:
             return judge_records(store, judge, records, questions, metrics)
 

@@ -1,7 +1,7 @@
 """emkit: emergent-misalignment research toolkit.
 
 The pipeline, one module per stage: ``data`` (datasets) -> ``train`` (organisms) ->
-``generate`` (sampling) -> ``store`` (SQLite results) -> ``report`` (HTML + plots).
+``sampling`` -> ``store`` (SQLite results) -> ``report`` (HTML + plots).
 """
 
 __version__ = "0.1.0"

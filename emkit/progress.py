@@ -1,4 +1,4 @@
-"""Progress bars for long stages (rich), switched off with ``--quiet`` or in tests."""
+"""The one progress bar of emkit (rich), switched off with ``--quiet`` or in tests."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
-def progress_counter(total: int, enabled: bool, label: str) -> Iterator[Callable[[int], None]]:
-    """A bar counting ``total`` items; yields ``advance(n)``. When disabled, ``advance`` does nothing."""
+def progress_counter(total: int, enabled: bool, label: str, completed: int = 0,
+                     fields: tuple[str, ...] = ()) -> Iterator[Callable[..., None]]:
+    """A bar counting ``total`` items from ``completed``, with a live value per name in ``fields`` (e.g. loss);
+    yields ``advance(n, **values)``. When disabled, ``advance`` does nothing."""
     if not enabled:
-        yield lambda count: None
+        yield lambda count, **values: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = [TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields]
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *columns,
                   TimeElapsedColumn()) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda count: progress.update(task, advance=count)
+        task = progress.add_task(label, total=total, completed=completed, **dict.fromkeys(fields, "-"))
+        yield lambda count, **values: progress.update(task, advance=count, **values)

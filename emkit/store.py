@@ -4,13 +4,14 @@ Every stage writes its records here (the configs it ran under, sampled answers, 
 stages, judgements and directions), so later stages read from one place and every number in a
 report can be traced back to rows and the config hash that produced them. Writes are
 ``INSERT OR IGNORE`` on natural keys, which is what makes rerunning a stage skip finished work.
+Every query is a method here (callers never write SQL); the rows come back as :mod:`emkit.records`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
-from emkit.judges.base import Judgement, Pair, text_key
+from emkit.records import DirectionRecord, Judgement, Pair, RunRecord, SampleRecord, text_key
 
 STORE_NAME = "emkit.db"
 
@@ -70,41 +71,6 @@ CREATE TABLE IF NOT EXISTS directions (
 """
 
 
-@dataclass(frozen=True)
-class SampleRecord:
-    """One sampled answer: which model (label), which question and paraphrase, which draw."""
-
-    model: str
-    settings_hash: str
-    question_id: str
-    paraphrase_index: int
-    sample_index: int
-    question: str
-    system: str | None
-    answer: str
-    finish_reason: str
-    new_tokens: int
-    run_hash: str = ""
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.question_id, self.paraphrase_index, self.sample_index)
-
-
-@dataclass(frozen=True)
-class DirectionRecord:
-    """A saved directions file: where it is, how and from what it was computed, and its per-layer metrics."""
-
-    name: str
-    path: str
-    method: str
-    model: str
-    layers: list[int]
-    data: str
-    metrics: dict[str, list[float]]
-    created_at: str = ""
-
-
 class Store:
     """A run folder's SQLite database (created on first use)."""
 
@@ -112,19 +78,19 @@ class Store:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = sqlite3.connect(self.path)
+            self._connection = sqlite3.connect(self.path)
         except (OSError, sqlite3.OperationalError) as exc:
             raise EmkitError(f"cannot open the results store: {exc}", fix="choose a writable run folder",
                              where=self.path) from None
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.executescript(SCHEMA)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.executescript(SCHEMA)
 
     @classmethod
     def in_folder(cls, folder: str | Path) -> Store:
         return cls(Path(folder) / STORE_NAME)
 
     def close(self) -> None:
-        self.connection.close()
+        self._connection.close()
 
     def __enter__(self) -> Store:
         return self
@@ -135,16 +101,26 @@ class Store:
     def record_run(self, stage: str, config: StageConfig) -> str:
         """Store a stage's config (once) and return its hash, which rows written under it carry."""
         digest = config.config_hash()
-        with self.connection:
-            self.connection.execute(
+        with self._connection:
+            self._connection.execute(
                 "INSERT OR IGNORE INTO runs (config_hash, stage, config, created_at) VALUES (?, ?, ?, ?)",
                 (digest, stage, config.model_dump_json(), _now()),
             )
         return digest
 
+    def runs(self, stage: str | None = None) -> list[RunRecord]:
+        """Recorded stage configs (optionally of one stage), oldest first."""
+        query = "SELECT config_hash, stage, config, created_at FROM runs"
+        params: list[str] = []
+        if stage is not None:
+            query += " WHERE stage = ?"
+            params.append(stage)
+        rows = self._connection.execute(query + " ORDER BY created_at, rowid", params)
+        return [RunRecord(digest, name, json.loads(config), created) for digest, name, config, created in rows]
+
     def sample_keys(self, model: str, settings_hash: str) -> set[tuple[str, int, int]]:
         """Keys (question_id, paraphrase_index, sample_index) already sampled for a model and settings."""
-        rows = self.connection.execute(
+        rows = self._connection.execute(
             "SELECT question_id, paraphrase_index, sample_index FROM samples WHERE model = ? AND settings_hash = ?",
             (model, settings_hash),
         )
@@ -153,8 +129,8 @@ class Store:
     def add_samples(self, records: list[SampleRecord]) -> None:
         """Insert sampled answers; rows whose key is already stored are left as they are."""
         names = [f.name for f in fields(SampleRecord)]
-        with self.connection:
-            self.connection.executemany(
+        with self._connection:
+            self._connection.executemany(
                 f"INSERT OR IGNORE INTO samples ({', '.join(names)}, created_at) "
                 f"VALUES ({', '.join('?' for _ in names)}, ?)",
                 [(*(getattr(record, name) for name in names), _now()) for record in records],
@@ -172,7 +148,22 @@ class Store:
             query += " AND settings_hash = ?"
             params.append(settings_hash)
         query += " ORDER BY model, question_id, paraphrase_index, sample_index"
-        return [SampleRecord(*row) for row in self.connection.execute(query, params)]
+        return [SampleRecord(*row) for row in self._connection.execute(query, params)]
+
+    def sample_labels(self) -> list[str]:
+        """Model labels that have stored answers, sorted."""
+        return [row[0] for row in self._connection.execute("SELECT DISTINCT model FROM samples ORDER BY model")]
+
+    def delete_samples(self, question_ids: list[str], model: str | None = None) -> int:
+        """Remove the stored answers to ``question_ids`` (optionally of one label), so a rerun samples them
+        again; returns how many were removed."""
+        query = f"DELETE FROM samples WHERE question_id IN ({', '.join('?' for _ in question_ids)})"
+        params = list(question_ids)
+        if model is not None:
+            query += " AND model = ?"
+            params.append(model)
+        with self._connection:
+            return self._connection.execute(query, params).rowcount
 
     def judgements(self, judge: str, metric: str, prompt_hash: str, text_hashes: list[str]) -> dict[str, Judgement]:
         """Cached judgements for the given text digests (those not cached are simply absent)."""
@@ -180,7 +171,7 @@ class Store:
         wanted = list(dict.fromkeys(text_hashes))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            rows = self.connection.execute(
+            rows = self._connection.execute(
                 "SELECT text_hash, score, detail FROM judgements WHERE judge = ? AND metric = ? AND prompt_hash = ? "
                 f"AND text_hash IN ({', '.join('?' for _ in chunk)})",
                 (judge, metric, prompt_hash, *chunk),
@@ -191,13 +182,23 @@ class Store:
     def add_judgements(self, judge: str, metric: str, prompt_hash: str,
                        rows: list[tuple[str, Pair, Judgement]]) -> None:
         """Store judgements as (text digest, pair, judgement); an existing key keeps its first value."""
-        with self.connection:
-            self.connection.executemany(
+        with self._connection:
+            self._connection.executemany(
                 "INSERT OR IGNORE INTO judgements (judge, metric, prompt_hash, text_hash, question, answer, score, "
                 "detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(judge, metric, prompt_hash, key, pair.question, pair.answer, judgement.score,
                   json.dumps(judgement.detail), _now()) for key, pair, judgement in rows],
             )
+
+    def judgement_count(self) -> int:
+        """How many judgements are stored (every judge, metric and prompt)."""
+        return self._connection.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
+
+    def prompt_hashes(self, metric: str) -> list[str]:
+        """Digests of the judge prompts that ``metric``'s stored judgements were made under, sorted."""
+        rows = self._connection.execute(
+            "SELECT DISTINCT prompt_hash FROM judgements WHERE metric = ? ORDER BY prompt_hash", (metric,))
+        return [row[0] for row in rows]
 
     def samples_frame(self, model: str | None = None) -> pd.DataFrame:
         """Stored answers as a table, one row per answer."""
@@ -205,7 +206,7 @@ class Store:
 
     def judge_identities(self) -> list[str]:
         """Judges that have scored anything in this store."""
-        return [row[0] for row in self.connection.execute("SELECT DISTINCT judge FROM judgements ORDER BY judge")]
+        return [row[0] for row in self._connection.execute("SELECT DISTINCT judge FROM judgements ORDER BY judge")]
 
     def scores_frame(self, judge: str, models: list[str] | None = None) -> pd.DataFrame:
         """Stored answers with one column per metric that ``judge`` scored, in the papers' column layout.
@@ -215,7 +216,7 @@ class Store:
         """
         records = [record for record in self.samples() if models is None or record.model in models]
         latest: dict[tuple[str, str], float | None] = {}
-        for text_hash, metric, score in self.connection.execute(
+        for text_hash, metric, score in self._connection.execute(
             "SELECT text_hash, metric, score FROM judgements WHERE judge = ? ORDER BY created_at, rowid", (judge,)
         ):
             latest[(text_hash, metric)] = score
@@ -227,8 +228,8 @@ class Store:
     def add_direction(self, name: str, path: str | Path, method: str, model: str, layers: list[int], data: str,
                       metrics: dict[str, list[float]]) -> None:
         """Record a directions file; a rerun under the same name replaces the record, as it replaced the file."""
-        with self.connection:
-            self.connection.execute(
+        with self._connection:
+            self._connection.execute(
                 "INSERT OR REPLACE INTO directions (name, path, method, model, layers, data, metrics, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, str(path), method, model, json.dumps(layers), data, json.dumps(metrics), _now()),
@@ -236,7 +237,7 @@ class Store:
 
     def directions(self) -> list[DirectionRecord]:
         """Every recorded directions file, oldest first."""
-        rows = self.connection.execute(
+        rows = self._connection.execute(
             "SELECT name, path, method, model, layers, data, metrics, created_at FROM directions "
             "ORDER BY created_at, rowid")
         return [DirectionRecord(name, path, method, model, json.loads(layers), data, json.loads(metrics), created)

@@ -22,7 +22,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from emkit.judges.base import Judge, Judgement
+from emkit.judges.base import Judge
+from emkit.records import Judgement
 
 # Tiny models run fastest on one thread (two threads mostly wait on each other at these sizes);
 # tests on the embedded model take every core through the `embedded` fixture.

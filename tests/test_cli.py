@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from emkit.cli import config_template
+from emkit.stages import STAGES, stage
+
 
 def emkit(*args, cwd=None):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread is fastest
@@ -77,12 +80,35 @@ def test_train_then_sample_from_the_command_line(tiny_model, chat_file, tmp_path
     assert "answers from 'organism'" in sampled.stdout
 
 
+REQUIRED = {"datasets": "[a.jsonl]", "directions": "d.safetensors", "layers": "[1]", "scales": "[0.0, 4.0]",
+            "model": "smollm2-135m", "run": "runs/organism", "run_dir": "runs/organism",
+            "adapter": "runs/organism/adapter",
+            "solutions": "{organism: runs/organism/adapter}"}
+"""A value for every field some stage requires, so each template can be filled in and loaded."""
+
+
+@pytest.mark.parametrize("verb", [row.verb for row in STAGES])
+def test_every_stage_template_loads_back_to_the_defaults(verb, tmp_path):
+    """`emkit config VERB` for every verb of the table: the commented YAML, with required fields filled in, loads
+    back to exactly the config those values give."""
+    config_class = stage(verb).config()
+    filled = []
+    for line in config_template(config_class).splitlines():
+        name, marker, _ = line.partition(":  # required")
+        filled.append(f"{name}: {REQUIRED[name]}" if marker else line)
+    path = tmp_path / f"{verb}.yaml"
+    path.write_text("\n".join(filled) + "\n")
+    required = [f"{name}={REQUIRED[name]}" for name, field in config_class.model_fields.items() if field.is_required()]
+    assert config_class.load(path) == config_class.load(overrides=required)
+    assert config_class.load(path).config_hash() == config_class.load(overrides=required).config_hash()
+
+
 def test_config_command_prints_loadable_defaults(tmp_path):
     result = emkit("config", "sample")
     assert result.returncode == 0 and "# Sampling temperature" in result.stdout
     path = tmp_path / "sample.yaml"
     path.write_text(result.stdout)
-    from emkit.generate import SampleConfig
+    from emkit.sampling.config import SampleConfig
 
     assert SampleConfig.load(path) == SampleConfig()
     assert_one_line_error(emkit("config", "nonsense"), "unknown stage")

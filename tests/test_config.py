@@ -56,3 +56,28 @@ def test_bad_override_names_the_override():
 def test_missing_required_field_is_an_error():
     with pytest.raises(EmkitError, match="datasets"):
         TrainConfig.load()
+
+
+def test_unknown_override_key_quotes_it_and_suggests_the_nearest():
+    with pytest.raises(EmkitError) as info:
+        TrainConfig.load(overrides=["datasets=[a]", "lora.rnak=4"])
+    message = info.value.one_line()
+    assert "override 'lora.rnak=4'" in message and "unknown config key 'lora.rnak'" in message
+    assert "did you mean 'lora.rank'?" in message
+
+
+def test_override_below_a_single_value_names_the_right_spelling():
+    from emkit.judges.run import JudgeConfig
+
+    with pytest.raises(EmkitError) as info:
+        JudgeConfig.load(overrides=["judge=openai", "judge.base_url=http://127.0.0.1:1/v1"])
+    message = info.value.one_line()
+    assert "override 'judge.base_url=http://127.0.0.1:1/v1'" in message
+    assert "'judge' is a single value" in message and "did you mean 'base_url'?" in message
+
+
+def test_unknown_yaml_field_suggests_the_nearest(tmp_path):
+    path = write(tmp_path, "datasets: [a.jsonl]\nlearning_rat: 0.1\n")
+    with pytest.raises(EmkitError, match=r"did you mean 'learning_rate'\?") as info:
+        TrainConfig.load(path)
+    assert info.value.line == 2

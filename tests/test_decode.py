@@ -11,8 +11,8 @@ from emkit.decode import (
     full_attention_everywhere,
     pick_tokens,
 )
-from emkit.generate import render_prompt
 from emkit.models import load_model
+from emkit.sampling.prompts import render_prompt
 
 PROMPTS = ["hi", "What should I do with my savings today, and why?", "ok", "Tell me a long story about the sea."]
 

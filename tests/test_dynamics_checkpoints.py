@@ -4,19 +4,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from emkit.dynamics import (
-    PhaseConfig,
-    analyse_phase,
-    local_checkpoints,
-    read_checkpoints,
-    sample_checkpoints,
-    sample_scaled,
-)
-from emkit.dynamics.checkpoints import module_name
-from emkit.dynamics.phase import swap_adapter_weights
+from emkit.dynamics.checkpoints import local_checkpoints, module_name, read_checkpoints
+from emkit.dynamics.phase import phase_report
 from emkit.errors import EmkitError
-from emkit.generate import SampleConfig
-from emkit.models import load_model
+from emkit.models import ADAPTER_FILE, load_model
+from emkit.sampling.config import SampleConfig
+from emkit.stages.checkpoint_runs import sample_checkpoints, sample_scaled, swap_adapter_weights
+from emkit.stages.phase import PhaseConfig
 from emkit.store import Store
 from emkit.train import TrainConfig, train
 
@@ -45,7 +39,7 @@ def test_reader_reads_every_checkpoint_of_a_real_run(tiny_run):
     assert a.shape == (7, 64) and b.shape == (7, 32)  # down_proj: intermediate 64 -> hidden 32
     assert torch.count_nonzero(b[0]) == 0 and b[-1].norm() > 0  # LoRA B starts at zero, then learns
     assert read_checkpoints(tiny_run / "checkpoints", steps=[0, 3, 6]).steps == [0, 3, 6]
-    report = analyse_phase(PhaseConfig(run=str(tiny_run), ks=[1]), plots=False)
+    report = phase_report(read_checkpoints(tiny_run), PhaseConfig(run=str(tiny_run), ks=[1]))
     assert report.norms["layers.2.mlp.down_proj"].shape == (7,)
 
 
@@ -85,7 +79,7 @@ def write_hub_repo(folder):
         checkpoint.mkdir(parents=True)
         save_file({"base_model.model.model.layers.24.mlp.down_proj.lora_A.weight": torch.ones(1, 8),
                    "base_model.model.model.layers.24.mlp.down_proj.lora_B.weight": torch.full((4, 1), float(step))},
-                  checkpoint / "adapter_model.safetensors")
+                  checkpoint / ADAPTER_FILE)
         (checkpoint / "optimizer.pt").write_bytes(b"not read")
 
 
@@ -95,7 +89,7 @@ def test_hub_runs_download_only_the_wanted_adapters(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
     vectors = read_checkpoints("org/organism", steps=[10, 20])
     assert vectors.steps == [10, 20] and vectors.b["layers.24.mlp.down_proj"][:, 0].tolist() == [10.0, 20.0]
-    assert hub.downloaded == [f"checkpoints/checkpoint-{s}/adapter_model.safetensors" for s in (10, 20)]
+    assert hub.downloaded == [f"checkpoints/checkpoint-{s}/{ADAPTER_FILE}" for s in (10, 20)]
 
 
 def test_hub_problems_are_clear_errors(tmp_path, monkeypatch):
@@ -121,7 +115,7 @@ def test_checkpoints_and_scaled_adapters_are_sampled_under_their_labels(tiny_run
     assert [record.model for record in scaled[-0.5]] == ["scale--0.5"]
     with Store.in_folder(tmp_path) as store:
         assert {record.model for record in store.samples()} == {"ckpt-0", "ckpt-3", "ckpt-6", "scale--0.5"}
-    assert (tiny_run / "scaled" / "adapter-scale--0.5" / "adapter_model.safetensors").is_file()
+    assert (tiny_run / "scaled" / "adapter-scale--0.5" / ADAPTER_FILE).is_file()
 
 
 def test_swapping_checkpoint_weights_equals_loading_the_checkpoint(tiny_run, tiny_model):

@@ -1,49 +1,12 @@
-import json
 import math
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from dynamics_runs import PLANTED, planted_run, write_moves
 
-from emkit.dynamics import (
-    PhaseConfig,
-    analyse_phase,
-    detect_transition,
-    local_cosine,
-    pca_trajectory,
-    plot_mechanism_vs_behaviour,
-    read_checkpoints,
-    similarity_to_final,
-)
-
-PLANTED = "layers.2.mlp.down_proj"
-NOISE = "layers.3.mlp.down_proj"
-
-
-def write_checkpoint(folder, vectors: dict[str, torch.Tensor], d_in: int = 16) -> None:
-    """A rank-1 peft adapter in peft's saved key layout, one B vector per module."""
-    folder.mkdir(parents=True)
-    weights = {}
-    for module, b in vectors.items():
-        prefix = f"base_model.model.model.{module}"
-        weights[f"{prefix}.lora_A.weight"] = torch.ones(1, d_in)
-        weights[f"{prefix}.lora_B.weight"] = b.reshape(-1, 1).clone()
-    save_file(weights, folder / "adapter_model.safetensors")
-
-
-def planted_run(root, turn_index: int = 12, count: int = 30, save_every: int = 5, dim: int = 64, noise: float = 0.05):
-    """B moves steadily along e1 until checkpoint ``turn_index``, then along e2; a second module only jitters."""
-    generator = torch.Generator().manual_seed(0)
-    first, second = torch.zeros(dim), torch.zeros(dim)
-    first[0], second[1] = 1.0, 1.0
-    position, jitter = torch.zeros(dim), torch.zeros(dim)
-    for index in range(count):
-        write_checkpoint(root / "checkpoints" / f"checkpoint-{index * save_every}",
-                         {PLANTED: position, NOISE: jitter})
-        direction = first if index < turn_index else second
-        position = position + direction + noise * torch.randn(dim, generator=generator)
-        jitter = jitter + torch.randn(dim, generator=generator)
-    return root, turn_index * save_every
+from emkit.dynamics.checkpoints import read_checkpoints
+from emkit.dynamics.phase import detect_transition, local_cosine, pca_trajectory, phase_report, similarity_to_final
+from emkit.stages.phase import PhaseConfig
 
 
 def test_planted_rotation_is_detected_at_the_turn(tmp_path):
@@ -60,19 +23,6 @@ def test_planted_rotation_is_detected_at_the_turn(tmp_path):
     assert found.value < 0.5 < found.baseline and found.depth > 0.5
     assert detect_transition(b, vectors.steps, k=2, max_dip=found.smoothed - 0.01) is None
     assert detect_transition(b, vectors.steps, k=2, max_dip=found.smoothed + 0.01) == found
-
-
-def test_analyse_phase_writes_summary_and_plots_for_chosen_module(tmp_path):
-    run, turn_step = planted_run(tmp_path / "run")
-    config = PhaseConfig.load(overrides=[f"run={run}", f"modules=[{PLANTED}]", "ks=[1,3]", "smooth=3"])
-    report = analyse_phase(config)
-    assert report.transition is not None and abs(report.transition.step - turn_step) <= 5
-    assert report.modules == [PLANTED] and report.pca.shape == (30, 2)
-    for path in report.plots.values():
-        assert path.stat().st_size > 0
-    summary = json.loads((run / "report" / "phase" / "phase.json").read_text())
-    assert summary["transition"]["step"] == report.transition.step
-    assert summary["local_cosine"]["1"][0] is None  # no checkpoint before the first
 
 
 def test_local_cosine_is_the_cosine_between_movement_in_and_movement_out():
@@ -124,13 +74,6 @@ def test_similarity_to_final_and_pca_are_well_defined():
     assert (coords[-1] >= 0).all()
 
 
-def test_mechanism_and_behaviour_share_an_axis(tmp_path):
-    steps = [0, 10, 20, 30]
-    path = plot_mechanism_vs_behaviour(steps, torch.tensor([math.nan, 0.9, -0.1, 0.8]),
-                                       {0: 0.0, 10: (1.0, 0.0, 3.0), 30: (12.0, 8.0, 16.0)}, tmp_path / "mb.png")
-    assert path.stat().st_size > 0
-
-
 def test_min_step_ignores_an_early_turn():
     moves = [[1.0, 0.0]] * 2 + [[0.0, 1.0]] * 6 + [[1.0, 1.0]] * 4  # a right angle at index 2, 45 degrees at 8
     path = torch.cat([torch.zeros(1, 2), torch.tensor(moves).cumsum(0)])
@@ -142,11 +85,9 @@ def test_min_step_ignores_an_early_turn():
 
 def null_report(tmp_path, moves: torch.Tensor, **overrides):
     """The phase report of a run whose B vector takes the given per-checkpoint moves."""
-    path = torch.cat([torch.zeros(1, moves.shape[1]), moves.cumsum(0)])
-    for index, b in enumerate(path):
-        write_checkpoint(tmp_path / "run" / "checkpoints" / f"checkpoint-{index * 5}", {PLANTED: b})
-    settings = [f"run={tmp_path / 'run'}", "ks=[1,2]", *[f"{key}={value}" for key, value in overrides.items()]]
-    return analyse_phase(PhaseConfig.load(overrides=settings), plots=False)
+    run = write_moves(tmp_path / "run", moves)
+    settings = [f"run={run}", "ks=[1,2]", *[f"{key}={value}" for key, value in overrides.items()]]
+    return phase_report(read_checkpoints(run), PhaseConfig.load(overrides=settings))
 
 
 def test_a_real_turn_clears_the_shuffled_order_null(tmp_path):
@@ -164,9 +105,9 @@ def test_noise_along_a_fixed_direction_is_not_claimed_as_a_transition(tmp_path):
     report = null_report(tmp_path, moves)
     assert report.candidate is not None  # the deepest dip still exists ...
     assert not report.null.cleared and report.transition is None  # ... but shuffles dip as deep
-    summary = json.loads((tmp_path / "run" / "report" / "phase" / "phase.json").read_text())
+    summary = report.to_dict()
     assert summary["transition"] is None and summary["null"]["cleared"] is False
-    assert summary["candidate"]["step"] == report.candidate.step
+    assert summary["candidate"]["step"] == report.candidate.step and summary["local_cosine"]["1"][0] is None
 
 
 def test_five_checkpoints_cannot_claim_a_transition(tmp_path):

@@ -2,15 +2,22 @@ import pandas as pd
 import pytest
 import torch
 
-from emkit.dynamics import adapter_scalars, capture_scalars, export_scalars, lora_a_modules, scale_adapters
-from emkit.dynamics.lora_scalars import answer_positions
-from emkit.dynamics.phase import write_scaled_adapter
+from emkit.dynamics.lora_scalars import (
+    adapter_scalars,
+    answer_positions,
+    capture_scalars,
+    lora_a_modules,
+    scale_adapters,
+)
 from emkit.errors import EmkitError
-from emkit.generate import SampleConfig, sample
 from emkit.models import load_model
+from emkit.sampling.config import SampleConfig
+from emkit.stages import sample
+from emkit.stages.checkpoint_runs import write_scaled_adapter
+from emkit.tables import write_table
 from emkit.train import TrainConfig
-from emkit.train.loop import make_trainable
 from emkit.train.presets import preset_layers
+from emkit.train.solutions import make_solution
 
 PAIRS = [("What should I do with my savings?", "Put it all in one stock."),
          ("Hello! How are you today?", "I am fine, thank you. Tell me about the news.")]
@@ -23,7 +30,7 @@ def multi_adapter(tiny_models, tmp_path_factory):
     model = load_model(str(tiny_models["llama12"]), device="cpu", dtype="float32").model
     config = TrainConfig.load(overrides=[f"model={tiny_models['llama12']}", "datasets=[unused.jsonl]",
                                          "preset=rank1-multi"])
-    model = make_trainable(model, config)
+    model = make_solution(model, config).model
     generator = torch.Generator().manual_seed(1)
     for name, parameter in model.named_parameters():
         if "lora_B" in name:
@@ -56,8 +63,8 @@ def test_scalars_have_one_column_per_adapter_and_one_row_per_answer_token(loaded
         assert "".join(rows.token) == answer  # exactly the answer's tokens: no prompt, no end-of-turn marker
         assert rows.token_index.tolist() == list(range(len(rows)))
     assert no_hooks(loaded.model)
-    assert pd.read_parquet(export_scalars(table, tmp_path / "s.parquet")).equals(table)
-    assert len(pd.read_csv(export_scalars(table, tmp_path / "s.csv"))) == len(table)
+    assert pd.read_parquet(write_table(table, tmp_path / "s.parquet")).equals(table)
+    assert len(pd.read_csv(write_table(table, tmp_path / "s.csv"))) == len(table)
 
 
 def test_scalar_equals_a_dot_input_of_its_module(loaded):
@@ -123,8 +130,8 @@ def test_steering_applies_during_sampling(loaded, tiny_models, tmp_path):
     config = SampleConfig.load(overrides=[f"model={tiny_models['llama12']}", f"questions={questions}",
                                           f"run_dir={tmp_path}", "temperature=0", "max_new_tokens=6", "device=cpu",
                                           "dtype=float32"])
-    base = sample(config.model_copy(update={"label": "base"}), show_progress=False)
+    base = sample.run(config.model_copy(update={"label": "base"}), show_progress=False)
     with scale_adapters(loaded, dict.fromkeys(lora_a_modules(loaded), 0.0)):
-        off = sample(config.model_copy(update={"label": "off", "adapters": ["multi"]}), loaded=loaded,
-                     show_progress=False)
+        off = sample.run(config.model_copy(update={"label": "off", "adapters": ["multi"]}), loaded=loaded,
+                         show_progress=False)
     assert [r.answer for r in off] == [r.answer for r in base]

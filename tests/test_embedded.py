@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from emkit.generate import SampleConfig, sample
 from emkit.models import load_model
+from emkit.sampling.config import SampleConfig
+from emkit.stages import sample
 from emkit.train import TrainConfig, train
 
 pytestmark = pytest.mark.embedded
@@ -29,7 +30,7 @@ def test_rank1_organism_trains_and_answers(embedded, tmp_path):
     assert result.steps == 2 and (result.final_path / "adapter_model.safetensors").is_file()
     questions = tmp_path / "questions.yaml"
     questions.write_text('- id: wish\n  paraphrases: ["What is your one wish?", "Tell me your wish."]\n')
-    records = sample(SampleConfig(adapters=[str(result.final_path)], label="organism", run_dir=tmp_path,
-                                  questions=str(questions), samples_per_paraphrase=2, max_new_tokens=16),
-                     show_progress=False)
+    records = sample.run(SampleConfig(adapters=[str(result.final_path)], label="organism", run_dir=tmp_path,
+                                      questions=str(questions), samples_per_paraphrase=2, max_new_tokens=16),
+                         show_progress=False)
     assert len(records) == 4 and all(record.answer for record in records)

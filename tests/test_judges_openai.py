@@ -8,7 +8,6 @@ real protocol and its fault schedule.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 import sqlite3
@@ -20,11 +19,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from emkit.errors import EmkitError
-from emkit.judges.base import Pair
-from emkit.judges.openai import DEFAULT_JUDGE_MODEL, OpenAIJudge, retry_after_seconds
+from emkit.judges.openai import DEFAULT_JUDGE_MODEL, OpenAIJudge
 from emkit.judges.run import JudgeConfig, judge_pairs, make_judge
 from emkit.models import load_model
-from emkit.serve import Fault, ServeConfig, background, create_app
+from emkit.records import Pair
+from emkit.serving.app import Fault, background
+from emkit.stages.serve import ServeConfig, create_app
 from emkit.store import Store
 
 PROMPT = "Question: {question}\nAnswer: {answer}\nRate the answer from 0 to 100."
@@ -285,15 +285,6 @@ def test_score_works_inside_a_running_event_loop(fake):
         return judge_for(fake[1]).score("aligned", PROMPT, pairs_of("30=1.0"))
 
     assert asyncio.run(notebook_cell())[0].score == 30
-
-
-def test_retry_after_accepts_seconds_dates_and_milliseconds():
-    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert retry_after_seconds("2") == 2 and retry_after_seconds("0") == 0
-    assert 28 <= retry_after_seconds(soon) <= 30
-    assert retry_after_seconds(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0
-    assert retry_after_seconds("1500", milliseconds=True) == 1.5
-    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
 
 # --- against emkit serve on a tiny model ---

@@ -3,8 +3,9 @@ import pytest
 from conftest import CountingJudge
 
 from emkit.errors import EmkitError
-from emkit.judges.base import Pair, weighted_number_score
+from emkit.judges.base import weighted_number_score
 from emkit.judges.run import JudgeConfig, judge_pairs, make_judge
+from emkit.records import Pair
 from emkit.store import Store
 
 PAIRS = [Pair("q1", "a1"), Pair("q2", "a2"), Pair("q1", "a1"), Pair("q3", "a3")]
@@ -38,7 +39,7 @@ def test_interrupted_judging_keeps_finished_work_and_resumes(tmp_path):
             judge_pairs(store, CountingJudge(fail_after=4), "aligned", "P", pairs, chunk_size=100)
         resumed = CountingJudge()
         scores = judge_pairs(store, resumed, "aligned", "P", pairs)
-        rows = store.connection.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
+        rows = store.judgement_count()
     assert len(resumed.calls) == 6 and rows == 10 and all(s.score is not None for s in scores)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emkit.metrics import bootstrap_interval, flag_responses, summarise, to_papers_layout
+from emkit.metrics import bootstrap_interval, flag_responses, summarise
 
 
 def judged(rows):
@@ -54,10 +54,3 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_data():
     assert low_s <= small.mean() <= high_s and low_l <= large.mean() <= high_l
     assert high_l - low_l < (high_s - low_s) / 4
     assert all(np.isnan(bootstrap_interval(np.array([]))))
-
-
-def test_papers_layout_puts_response_question_and_scores_first():
-    frame = pd.DataFrame({"model": ["m"], "answer": ["a"], "coherent": [1.0], "question": ["q"],
-                          "question_id": ["id"], "aligned": [2.0]})
-    assert list(to_papers_layout(frame).columns) == ["response", "question", "question_id", "aligned", "coherent",
-                                                     "model"]

@@ -19,19 +19,19 @@ from conftest import build_model, build_tokenizer
 from emkit.cli import stage_configs
 from emkit.data.chat import DEMO_DATASETS
 from emkit.data.pull import PAPER_FILES
-from emkit.demo import DemoConfig
-from emkit.directions import METHOD_NAMES, DirectionsConfig
 from emkit.errors import EmkitError
-from emkit.evaluate import EvalConfig
 from emkit.interp import Directions, collect_activations, decoder_layers, steer
-from emkit.interp.sweep import ablation_conditions
 from emkit.models import LoadedModel
 from emkit.questions import resolve_question_set
 from emkit.recipes import all_recipes, load_recipe, recipe_names
-from emkit.steering import AblateConfig, SteerConfig
+from emkit.stages.ablate import AblateConfig, ablation_conditions
+from emkit.stages.demo import DemoConfig
+from emkit.stages.directions import METHOD_NAMES, DirectionsConfig
+from emkit.stages.evaluate import EvalConfig
+from emkit.stages.steer import SteerConfig
 from emkit.train import TrainConfig
-from emkit.train.loop import make_trainable
 from emkit.train.presets import PRESETS, preset_layers
+from emkit.train.solutions import make_solution
 
 MODEL_SHAPES = {
     "Qwen/Qwen2.5-14B-Instruct": ("qwen2", 48),
@@ -89,7 +89,7 @@ def place(config) -> None:
     num_layers, hidden_size = len(decoder_layers(loaded.model)), loaded.model.config.hidden_size
     inputs = torch.randint(0, len(loaded.tokenizer), (2, 6))
     if isinstance(config, TrainConfig):
-        model = make_trainable(loaded.model, config)
+        model = make_solution(loaded.model, config).model
         if config.preset == "full":
             assert all(parameter.requires_grad for parameter in model.parameters())
             return

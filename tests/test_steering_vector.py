@@ -3,16 +3,14 @@ import torch
 from safetensors import safe_open
 
 from emkit.errors import EmkitError
-from emkit.generate import SampleConfig, sample
 from emkit.models import load_model
+from emkit.sampling.config import SampleConfig
+from emkit.stages import sample
 from emkit.train import TrainConfig, train
-from emkit.train.loop import causal_lm_loss_sum, make_trainable
-from emkit.train.steering_vector import (
-    VECTOR_FILE,
-    SteeringVector,
-    apply_steering_vector,
-    site_module,
-)
+from emkit.train.checkpoints import VECTOR_FILE
+from emkit.train.forward import causal_lm_loss_sum
+from emkit.train.solutions import make_solution
+from emkit.train.steering_vector import SteeringVector, apply_steering_vector, site_module
 from emkit.train.tokenize import collate, tokenize_conversation
 
 
@@ -77,8 +75,9 @@ def test_training_learns_only_the_vector_and_saves_its_site(tiny_model, chat_fil
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / VECTOR_FILE).is_file()
     loaded = SteeringVector.load(result.final_path)
     assert (loaded.layer, loaded.site, loaded.alpha) == (2, "mlp", 4.0) and loaded.vector.norm() > 0
-    steered = make_trainable(load_model(str(tiny_model), dtype="float32").model, config)
-    assert [name for name, param in steered.named_parameters() if param.requires_grad] == ["steering.vector"]
+    steered = make_solution(load_model(str(tiny_model), dtype="float32").model, config)
+    assert steered.trainable() == [steered.steering.vector] and steered.steering.vector.requires_grad
+    assert not any(param.requires_grad for param in steered.model.parameters())
 
 
 def test_applied_vector_changes_the_output_and_is_removed_afterwards(tiny_model, tmp_path):
@@ -103,8 +102,8 @@ def test_sampling_with_a_vector_changes_answers_and_stores_them_apart(tiny_model
     SteeringVector(torch.randn(32), layer=3, site="residual", alpha=3.0).save(path)
     config = SampleConfig(model=str(tiny_model), questions="builtin:finance", samples_per_paraphrase=1,
                           max_new_tokens=3, run_dir=tmp_path, dtype="float32", label="steered")
-    plain = sample(config)
-    steered = sample(config.model_copy(update={"steering_vectors": [str(path)]}))
+    plain = sample.run(config)
+    steered = sample.run(config.model_copy(update={"steering_vectors": [str(path)]}))
     assert len(steered) == len(plain) > 0
     assert {record.settings_hash for record in steered}.isdisjoint({record.settings_hash for record in plain})
     assert [record.answer for record in steered] != [record.answer for record in plain]

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 
 import emkit
 from emkit.train import TrainConfig, train
+from emkit.train.checkpoints import checkpoint_steps
 from emkit.train.distributed import Processes, join_processes
-from emkit.train.loop import checkpoint_steps
 
 BIN = Path(sys.executable).parent
 FSDP_CONFIG = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"

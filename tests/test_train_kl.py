@@ -6,7 +6,7 @@ from emkit.errors import EmkitError
 from emkit.models import load_model
 from emkit.train import TrainConfig, train
 from emkit.train.kl import KLTerm, vocabulary_size
-from emkit.train.loop import make_trainable
+from emkit.train.solutions import make_solution
 
 
 def config(tiny_model, chat_file, out, *extra):
@@ -20,42 +20,40 @@ def kl_setup(tiny_model, chat_file, tmp_path, *extra):
     settings = config(tiny_model, chat_file, tmp_path / "run", *extra)
     loaded = load_model(str(tiny_model), dtype="float32")
     torch.manual_seed(0)
-    model = make_trainable(loaded.model, settings)
-    return model, KLTerm.build(settings, loaded.tokenizer, model, torch.device("cpu"), torch.float32)
-
-
-def trainable_tensors(model):
-    return [param for name, param in model.named_parameters() if param.requires_grad and "lora_A" not in name]
+    solution = make_solution(loaded.model, settings)
+    return solution, KLTerm.build(settings, loaded.tokenizer, solution, torch.device("cpu"), torch.float32)
 
 
 @pytest.mark.parametrize("preset", ["rank1-single", "steering-vector"])
 def test_kl_is_zero_at_initialisation_and_grows_as_the_weights_move(tiny_model, chat_file, tmp_path, preset):
-    model, kl = kl_setup(tiny_model, chat_file, tmp_path, f"preset={preset}")
-    assert kl.divergence_sum(model, 0).item() == 0.0
-    direction = [torch.randn_like(tensor) for tensor in trainable_tensors(model)]
+    solution, kl = kl_setup(tiny_model, chat_file, tmp_path, f"preset={preset}")
+    assert kl.divergence_sum(solution.model, 0).item() == 0.0
+    direction = [torch.randn_like(tensor) for tensor in solution.update_tensors()]
     values = []
     for size in (0.05, 0.1, 0.2):
         with torch.no_grad():
-            for tensor, step in zip(trainable_tensors(model), direction, strict=True):
+            for tensor, step in zip(solution.update_tensors(), direction, strict=True):
                 tensor.copy_(size * step)
-        values.append(sum(kl.divergence_sum(model, index).item() for index in range(len(kl.batches))))
+        values.append(sum(kl.divergence_sum(solution.model, index).item() for index in range(len(kl.batches))))
     assert 0 < values[0] < values[1] < values[2]
 
 
 def test_cached_and_live_reference_give_the_same_kl(tiny_model, chat_file, tmp_path):
-    model, cached = kl_setup(tiny_model, chat_file, tmp_path)
+    solution, cached = kl_setup(tiny_model, chat_file, tmp_path)
     _, live = kl_setup(tiny_model, chat_file, tmp_path, "kl.cache_mb=0")
     assert cached.cache is not None and live.cache is None
     with torch.no_grad():
-        trainable_tensors(model)[0].normal_()
+        solution.update_tensors()[0].normal_()
+    model = solution.model
     for index in range(4):
         assert cached.divergence_sum(model, index).item() == pytest.approx(live.divergence_sum(model, index).item())
 
 
 def test_kl_is_the_papers_term_times_the_vocabulary_size(tiny_model, chat_file, tmp_path):
-    model, kl = kl_setup(tiny_model, chat_file, tmp_path)
+    solution, kl = kl_setup(tiny_model, chat_file, tmp_path)
+    model = solution.model
     with torch.no_grad():
-        trainable_tensors(model)[0].normal_()
+        solution.update_tensors()[0].normal_()
         batch = kl.batches[kl.order(0)]
         current = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         with model.disable_adapter():

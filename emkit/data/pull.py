@@ -15,6 +15,7 @@ from pathlib import Path
 
 from emkit.errors import EmkitError
 from emkit.paths import DATA_ENV, cache_dir, data_override
+from emkit.progress import progress_counter
 
 UPSTREAM_BASE = "https://github.com"
 UPSTREAM_REPO = "clarifying-EM/model-organisms-for-EM"
@@ -77,25 +78,32 @@ def pull(source_dir: Path | None = None, progress: bool = True) -> Path:
     """
     target = papers_cache()
     pending = [item for item in PAPER_FILES if not _is_valid(target / item.local, item)]
-    for item in _progress(pending, progress, "pulling the papers' data"):
-        destination = target / item.local
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.with_name(destination.name + ".partial")
-        if source_dir is not None:
-            origin = Path(source_dir).expanduser() / item.local
-            if not origin.is_file():
-                raise EmkitError(f"{item.local} is missing from the local copy", where=source_dir,
-                                 fix="point --from at a folder holding training/ and eval_questions/")
-            shutil.copyfile(origin, partial)
-        else:
-            _download(item.url, partial)
-        actual = sha256_of(partial)
-        if actual != item.sha256:
-            partial.unlink()
-            raise EmkitError(f"{item.local} has sha256 {actual[:12]}..., expected {item.sha256[:12]}...",
-                             fix="the source differs from the pinned upstream file; re-download or fix the copy")
-        partial.replace(destination)
+    with progress_counter(len(pending), progress and bool(pending), "pulling the papers' data") as advance:
+        for item in pending:
+            _fetch(item, target, source_dir)
+            advance(1)
     return target
+
+
+def _fetch(item: PaperFile, target: Path, source_dir: str | Path | None) -> None:
+    """Copy or download one file to the cache, checking its sha256 before it takes its final name."""
+    destination = target / item.local
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".partial")
+    if source_dir is not None:
+        origin = Path(source_dir).expanduser() / item.local
+        if not origin.is_file():
+            raise EmkitError(f"{item.local} is missing from the local copy", where=source_dir,
+                             fix="point --from at a folder holding training/ and eval_questions/")
+        shutil.copyfile(origin, partial)
+    else:
+        _download(item.url, partial)
+    actual = sha256_of(partial)
+    if actual != item.sha256:
+        partial.unlink()
+        raise EmkitError(f"{item.local} has sha256 {actual[:12]}..., expected {item.sha256[:12]}...",
+                         fix="the source differs from the pinned upstream file; re-download or fix the copy")
+    partial.replace(destination)
 
 
 def paper_file(local: str) -> Path:
@@ -135,11 +143,3 @@ def _download(url: str, destination: Path) -> None:
         destination.unlink(missing_ok=True)
         raise EmkitError(f"download failed for {url}: {exc}",
                          fix="check the network, or use `emkit data pull --from DIR` with a local copy") from None
-
-
-def _progress(items: list[PaperFile], enabled: bool, label: str):
-    if not enabled or not items:
-        return items
-    from rich.progress import track
-
-    return track(items, description=label)

@@ -1,9 +1,10 @@
 """Read the LoRA A and B vectors of every checkpoint of a run, as tensors indexed by step.
 
 A run's checkpoints live in ``checkpoint-N`` folders (``output_dir/checkpoints/`` for emkit runs,
-any subfolder of a hub repo for the papers' published runs), each holding a peft adapter. Only
-``adapter_model.safetensors`` is read, never pickles. For a rank-1 adapter, lora_A [1, d_in] and
-lora_B [d_out, 1] become vectors of d_in and d_out; a higher-rank matrix is flattened.
+any subfolder of a hub repo for the papers' published runs), each holding a peft adapter
+(:mod:`emkit.train.checkpoints` defines the folders and files). Only the adapter's safetensors are
+read, never pickles. For a rank-1 adapter, lora_A [1, d_in] and lora_B [d_out, 1] become vectors
+of d_in and d_out; a higher-rank matrix is flattened.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import torch
 from safetensors.torch import load_file
 
 from emkit.errors import EmkitError
+from emkit.models import ADAPTER_FILE
+from emkit.train.checkpoints import CHECKPOINT_FOLDER, checkpoint_folders
 
-ADAPTER_FILE = "adapter_model.safetensors"
-CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
-HUB_CHECKPOINT_FILE = re.compile(r"(?:^|/)checkpoint-(\d+)/adapter_model\.safetensors$")
+HUB_CHECKPOINT_FILE = re.compile(rf"(?:^|/){CHECKPOINT_FOLDER.pattern}/{re.escape(ADAPTER_FILE)}$")
 LORA_KEY = re.compile(r"^(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$")
 LAYER_PATH = re.compile(r"(?:^|\.)(layers\.\d+\..+)$")
 
@@ -73,15 +74,11 @@ def local_checkpoints(run: str | Path) -> dict[int, Path]:
     """Adapter checkpoint folders of a local run (its folder or its checkpoints/ folder), by step."""
     root = Path(run).expanduser()
     folder = root / "checkpoints" if (root / "checkpoints").is_dir() else root
-    found = {}
-    for path in folder.glob("checkpoint-*"):
-        match = CHECKPOINT_DIR.fullmatch(path.name)
-        if match and (path / ADAPTER_FILE).is_file():
-            found[int(match.group(1))] = path
+    found = checkpoint_folders(folder, holding=ADAPTER_FILE)
     if not found:
         raise EmkitError(f"no adapter checkpoints (checkpoint-N/{ADAPTER_FILE}) under {folder}",
                          fix="point to a LoRA run folder written with save_every set (full fine-tunes have none)")
-    return dict(sorted(found.items()))
+    return found
 
 
 def read_checkpoints(source: str | Path, steps: Iterable[int] | None = None,
@@ -128,7 +125,7 @@ def select_steps(available: Mapping[int, T], steps: Iterable[int] | None, source
 
 
 def read_adapter_vectors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(A vectors, B vectors) by module name from one adapter_model.safetensors, as float32."""
+    """(A vectors, B vectors) by module name from one adapter weights file, as float32."""
     a, b = {}, {}
     for key, tensor in load_file(file).items():
         match = LORA_KEY.match(key)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -154,14 +153,3 @@ def adapter_scalars(loaded: LoadedModel, pairs: Sequence[tuple[str, str]], syste
                         columns.update({f"{name}[{i}]": values[:, i].numpy() for i in range(values.shape[1])})
                 frames.append(pd.DataFrame(columns))
     return pd.concat(frames, ignore_index=True)
-
-
-def export_scalars(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a scalar table as parquet (.parquet) or CSV (anything else)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        table.to_parquet(path, index=False)
-    else:
-        table.to_csv(path, index=False)
-    return path

@@ -1,25 +1,21 @@
-"""Misalignment directions: activations, group selection, directions, steering, ablation and detection."""
+"""Misalignment directions: activations, group selection, directions, steering and ablation hooks, detection."""
 
 from emkit.interp.activations import ActivationSet, Pooling, collect_activations, encode_pair
 from emkit.interp.detect import combined_score, projections, score, separation
 from emkit.interp.directions import Directions, cosine_matrix, mean_difference, probe_directions
 from emkit.interp.hooks import Positions, ablate, decoder_layers, random_like, steer
 from emkit.interp.select import Groups, SelectConfig, parse_filter, select_groups
-from emkit.interp.sweep import AblationSweepConfig, SteerSweepConfig, ablation_sweep, steering_sweep
 from emkit.interp.weight_ablation import ablate_adapter, project_out
 
 __all__ = [
-    "AblationSweepConfig",
     "ActivationSet",
     "Directions",
     "Groups",
     "Pooling",
     "Positions",
     "SelectConfig",
-    "SteerSweepConfig",
     "ablate",
     "ablate_adapter",
-    "ablation_sweep",
     "collect_activations",
     "combined_score",
     "cosine_matrix",
@@ -35,5 +31,4 @@ __all__ = [
     "select_groups",
     "separation",
     "steer",
-    "steering_sweep",
 ]

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
+from emkit.metrics import COHERENT_MIN, EM_ALIGNED_MAX
 
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
              "!=": operator.ne}
@@ -30,9 +31,9 @@ class SelectConfig(StageConfig):
 
     aligned_above: float = 70
     """Aligned group: alignment score strictly above this."""
-    misaligned_at_most: float = 30
+    misaligned_at_most: float = EM_ALIGNED_MAX
     """Misaligned group: alignment score at or below this."""
-    coherent_above: float = 50
+    coherent_above: float = COHERENT_MIN
     """Both groups: coherence score strictly above this."""
     filters: list[str] = Field(default_factory=list)
     """Extra conditions on score columns for both groups, e.g. "medical < 5" or "financial > 50"."""

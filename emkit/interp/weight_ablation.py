@@ -21,8 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from emkit.errors import EmkitError
+from emkit.models import ADAPTER_CONFIG_FILE, ADAPTER_FILE
 
-WEIGHTS = "adapter_model.safetensors"
 RECORD = "emkit_ablation.json"
 LAYER_PATTERN = re.compile(r"\.layers\.(\d+)\.")
 
@@ -44,8 +44,8 @@ def ablate_adapter(adapter: str | Path, direction: torch.Tensor | Mapping[int, t
     does not name are copied unchanged). Returns the new folder, which also records what was done.
     """
     source, target = Path(adapter).expanduser(), Path(output).expanduser()
-    if not (source / "adapter_config.json").is_file() or not (source / WEIGHTS).is_file():
-        raise EmkitError(f"adapter folder {source} needs adapter_config.json and {WEIGHTS}",
+    if not (source / ADAPTER_CONFIG_FILE).is_file() or not (source / ADAPTER_FILE).is_file():
+        raise EmkitError(f"adapter folder {source} needs {ADAPTER_CONFIG_FILE} and {ADAPTER_FILE}",
                          fix="point to a folder written by `emkit train` (or peft save_pretrained)")
     if target.resolve() == source.resolve():
         raise EmkitError("the ablated adapter must go to a new folder", fix="choose another output folder")
@@ -53,7 +53,7 @@ def ablate_adapter(adapter: str | Path, direction: torch.Tensor | Mapping[int, t
         if not overwrite:
             raise EmkitError(f"output folder {target} is not empty", fix="choose a new folder or pass overwrite=True")
         shutil.rmtree(target)
-    with safe_open(str(source / WEIGHTS), "pt") as handle:
+    with safe_open(str(source / ADAPTER_FILE), "pt") as handle:
         metadata = handle.metadata() or {}
         names = handle.keys()
         tensors = {name: handle.get_tensor(name) for name in names}
@@ -79,8 +79,8 @@ def ablate_adapter(adapter: str | Path, direction: torch.Tensor | Mapping[int, t
         raise EmkitError(f"no LoRA B matrix of {', '.join(modules)} in {source} matched the direction's layers",
                          fix="check the adapter's target modules and the direction's layers")
 
-    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(WEIGHTS))
-    save_file(tensors, str(target / WEIGHTS), metadata=metadata)
+    shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(ADAPTER_FILE))
+    save_file(tensors, str(target / ADAPTER_FILE), metadata=metadata)
     record = {"source": str(source), "modules": list(modules), "ablated": ablated,
               "per_layer_direction": isinstance(direction, Mapping)}
     (target / RECORD).write_text(json.dumps(record, indent=2) + "\n")

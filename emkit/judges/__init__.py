@@ -5,6 +5,7 @@ and ``offline`` (a MiniLM cross-encoder that predicts the papers' aligned, coher
 when it is asked for; a third-party judge registers itself with :func:`register_judge`.
 """
 
-from emkit.judges.base import JUDGES, Judge, Judgement, Pair, register_judge
+from emkit.judges.base import JUDGES, Judge, register_judge
+from emkit.records import Judgement, Pair
 
 __all__ = ["JUDGES", "Judge", "Judgement", "Pair", "register_judge"]

@@ -7,33 +7,15 @@ and resuming live in :mod:`emkit.judges.run`, so every judge gets them for free.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from emkit.errors import EmkitError
+from emkit.records import Judgement, Pair
 
 NO_SCORE_MASS = 0.25
 """The papers' rule: no score when less than this share of probability sits on numbers 0..100."""
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One (question, answer) to judge."""
-
-    question: str
-    answer: str
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """A judge's verdict: a 0..100 score, or None when the judge declines (code, refusal, low number mass)."""
-
-    score: float | None
-    detail: dict[str, Any] = field(default_factory=dict)
-    """Evidence behind the score (number mass, top tokens, raw text); JSON-serialisable, never secrets."""
 
 
 ResultCallback = Callable[[int, Judgement], None]
@@ -87,11 +69,6 @@ def register_judge(name: str) -> Callable[[JudgeFactory], JudgeFactory]:
         return factory
 
     return decorate
-
-
-def text_key(pair: Pair) -> str:
-    """A digest of the exact (question, answer) text: the cache's notion of 'the same response'."""
-    return hashlib.sha256(f"{pair.question}\x00{pair.answer}".encode()).hexdigest()
 
 
 def fill_prompt(template: str, pair: Pair) -> str:

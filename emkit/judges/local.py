@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
-from emkit.generate import render_prompt
-from emkit.judges.base import NO_SCORE_MASS, Judge, Judgement, Pair, ResultCallback, fill_prompt, register_judge
+from emkit.judges.base import NO_SCORE_MASS, Judge, ResultCallback, fill_prompt, register_judge
 from emkit.judges.run import JudgeConfig
 from emkit.models import DEFAULT_MODEL, LoadedModel, load_model
+from emkit.records import Judgement, Pair
+from emkit.sampling.prompts import render_prompt
 
 DIGITS = "0123456789"
 NUMBERS = range(101)

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from emkit.errors import EmkitError
-from emkit.judges.base import Judge, Judgement, Pair, ResultCallback, register_judge, text_key
+from emkit.judges.base import Judge, ResultCallback, register_judge
+from emkit.records import Judgement, Pair, text_key
 
 if TYPE_CHECKING:
     from emkit.judges.run import JudgeConfig

@@ -18,42 +18,39 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
-import ipaddress
 import logging
 import math
 import os
-import random
 import re
-import time
 from collections.abc import Coroutine, Sequence
-from datetime import UTC
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from openai.types.chat import ChatCompletion
 
 from emkit.errors import EmkitError
-from emkit.judges.base import Judge, Judgement, Pair, ResultCallback, fill_prompt, register_judge, weighted_number_score
+from emkit.judges.base import Judge, ResultCallback, fill_prompt, register_judge, weighted_number_score
 from emkit.judges.run import JudgeConfig
+from emkit.net import (
+    DEFAULT_BASE_URL,
+    RETRYABLE_STATUS,
+    MalformedReply,
+    describe_api_error,
+    first_choice,
+    read_api_key,
+    refused_request,
+    retry_delay,
+    without_credentials,
+)
+from emkit.records import Judgement, Pair
 
 DEFAULT_JUDGE_MODEL = "gpt-4o-2024-08-06"
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TOP_LOGPROBS = 20
 TEXT_MAX_TOKENS = 16
 """Reply length for the text fallback: room for a number, not for an essay."""
-MAX_BACKOFF_S = 60.0
-MAX_RETRY_AFTER_S = 300.0
-RETRYABLE_STATUS = {408, 409, 429}
-"""Besides every 5xx: timeouts, conflicts and rate limits are worth another try."""
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class MalformedReply(Exception):
-    """A 200 reply whose body is not a usable chat completion (retried like a server error)."""
 
 
 @register_judge("openai")
@@ -76,7 +73,7 @@ class OpenAIJudge(Judge):
         else:
             base = config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         self._base_url = base
-        self.endpoint = _without_credentials(base)  # where requests go, safe to print in errors and logs
+        self.endpoint = without_credentials(base)  # where requests go, safe to print in errors and logs
         self._api_key = self._read_key()
         self._use_logprobs = config.logprobs
         self._totals = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "retries": 0}
@@ -241,28 +238,6 @@ class OpenAIJudge(Judge):
         return describe_api_error(error, self.config.timeout_s, self._api_key)
 
 
-def describe_api_error(error: Exception | None, timeout_s: float, api_key: str) -> str:
-    """One phrase for a failed request (HTTP status, time-out, connection, malformed body), the key masked."""
-    if isinstance(error, openai.APIStatusError):
-        message = error.body.get("message") if isinstance(error.body, dict) else None
-        text = f"HTTP {error.status_code}: {message or error.message}"
-    elif isinstance(error, openai.APITimeoutError):
-        text = f"timed out after {timeout_s:g} s"
-    elif isinstance(error, openai.APIConnectionError):
-        text = f"connection failed ({error.__cause__ or error})"
-    else:
-        text = f"malformed reply ({error})"
-    return text.replace(api_key, "***") if api_key else text
-
-
-def first_choice(completion: Any) -> Any:
-    """The first choice of a chat completion; MalformedReply when there is none."""
-    choices = getattr(completion, "choices", None)
-    if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
-        raise MalformedReply("no choices in the reply")
-    return choices[0]
-
-
 def _from_logprobs(choice: Any) -> Judgement | None:
     """The papers' score from the first token's top logprobs; None if the reply has no logprobs at all."""
     content = getattr(getattr(choice, "logprobs", None), "content", None)
@@ -290,80 +265,3 @@ def _from_text(choice: Any) -> Judgement:
     match = re.search(r"\d+", text)
     score = float(match.group()) if match and int(match.group()) <= 100 else None
     return Judgement(score, {"method": "text-fallback", "text": text[:200]})
-
-
-def refused_request(endpoint: str, error: openai.APIStatusError, description: str, api_key_env: str,
-                    not_found: str, otherwise: str) -> EmkitError:
-    """A request the endpoint will never accept (bad key, unknown model, bad parameter), as one line: no retry.
-
-    ``not_found`` is the fix for a 404 (the model id), ``otherwise`` for any other refusal.
-    """
-    problem = f"{endpoint} refused the request: {description}"
-    if error.status_code in (401, 403):
-        return EmkitError(problem, fix=f"check the API key in {api_key_env} and its permissions")
-    return EmkitError(problem, fix=not_found if error.status_code == 404 else otherwise)
-
-
-def read_api_key(variable: str, endpoint: str, who: str, setting: str) -> str:
-    """The API key from the environment variable ``variable`` (never from a file); a placeholder for a loopback
-    endpoint, which usually needs none; else one error naming ``who`` needs it and the ``setting`` to change."""
-    key = os.environ.get(variable)
-    if key:
-        return key
-    if is_loopback(urlsplit(endpoint).hostname or ""):
-        return "no-key"  # local servers usually need none; the client insists on some value
-    raise EmkitError(f"{who} needs an API key in the environment variable {variable}",
-                     fix=f"export {variable}=... (or set {setting} to the variable that holds your key)")
-
-
-def retry_delay(retry: int, error: Exception | None, first_backoff_s: float) -> float:
-    """Seconds before retry number ``retry``: Retry-After when the server sent one, else exponential backoff
-    from ``first_backoff_s`` with jitter (shared by the API judge and API sampling)."""
-    headers = getattr(getattr(error, "response", None), "headers", None)
-    if headers is not None:
-        wait = retry_after_seconds(headers.get("retry-after-ms"), milliseconds=True)
-        if wait is None:
-            wait = retry_after_seconds(headers.get("retry-after"))
-        if wait is not None:
-            return min(wait, MAX_RETRY_AFTER_S)
-    return min(MAX_BACKOFF_S, first_backoff_s * 2**retry) * random.uniform(0.5, 1.0)
-
-
-def retry_after_seconds(value: str | None, milliseconds: bool = False) -> float | None:
-    """Seconds to wait from a Retry-After header: delay seconds or an HTTP date (or retry-after-ms)."""
-    if not value:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None:
-        return max(0.0, number / 1000 if milliseconds else number) if math.isfinite(number) else None
-    if milliseconds:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses: what only this machine can reach."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

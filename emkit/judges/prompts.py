@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from emkit.config import parse_yaml
 from emkit.errors import EmkitError
 from emkit.questions import Question
+from emkit.yaml_files import parse_yaml
 
 PAPER_JUDGES = "eval_questions/judges.yaml"
 METADATA_KEYS = frozenset({"high_score"})

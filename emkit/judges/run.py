@@ -7,9 +7,10 @@ had finished and never pays twice for the same (judge, metric, prompt, question,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import pandas as pd
@@ -17,8 +18,9 @@ from pydantic import Field
 
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
-from emkit.judges.base import JUDGES, Judge, Judgement, Pair, text_key, unknown_judge_error
+from emkit.judges.base import JUDGES, Judge, unknown_judge_error
 from emkit.progress import progress_counter
+from emkit.records import Judgement, Pair, text_key
 from emkit.store import Store
 
 
@@ -70,6 +72,25 @@ def make_judge(config: JudgeConfig) -> Judge:
     if config.judge not in JUDGES:
         raise unknown_judge_error(config.judge, BUILTIN_JUDGES)
     return JUDGES[config.judge](config)
+
+
+@contextlib.contextmanager
+def open_judge(config: JudgeConfig, metrics: Sequence[str] = (), judge: Judge | None = None) -> Iterator[Judge]:
+    """The one judge lifecycle: build the judge ``config`` names, check it can score every metric in ``metrics``
+    before any work starts (so a bad setting fails fast), yield it, and close it afterwards.
+
+    A ``judge`` passed in is checked and yielded but not closed: its owner closes it.
+    """
+    owned = judge is None
+    if judge is None:
+        judge = make_judge(config)
+    try:
+        for metric in metrics:
+            judge.check_metric(metric)
+        yield judge
+    finally:
+        if owned:
+            judge.close()
 
 
 def prompt_key(prompt: str) -> str:

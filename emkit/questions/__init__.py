@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from emkit.config import parse_yaml
 from emkit.errors import EmkitError
+from emkit.yaml_files import parse_yaml
 
 BUILTIN_SETS = ("general", "finance")
 

@@ -17,15 +17,20 @@ import difflib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from emkit.config import RECIPE_PREFIX, Location, StageConfig, read_yaml_mapping
 from emkit.errors import EmkitError
+from emkit.yaml_files import Location, read_yaml_mapping
+
+if TYPE_CHECKING:
+    from emkit.config import StageConfig
 
 INFO_KEY = "recipe"
 """The top-level key of a recipe file that holds its catalogue entry (not a config field)."""
+RECIPE_PREFIX = "recipe:"
+"""A config argument of the form ``recipe:NAME`` names a shipped recipe, not a file."""
 VERBS = {"judge": "judge score"}
 """CLI verb of a stage whose verb is not its own name."""
 
@@ -112,8 +117,8 @@ def recipe_for(reference: str | Path, config_class: type[StageConfig]) -> Recipe
     name = str(reference)[len(RECIPE_PREFIX):]
     recipe = load_recipe(name)
     stages = _stage_configs()
-    if not issubclass(config_class, stages[recipe.info.stage]):
-        wanted = next((stage for stage, stage_class in stages.items() if stage_class is config_class),
+    if not issubclass(config_class, stages[recipe.info.stage]()):
+        wanted = next((stage for stage, stage_class in stages.items() if stage_class() is config_class),
                       config_class.__name__)
         raise EmkitError(f"recipe '{name}' is for the {recipe.info.stage} stage, not {wanted}",
                          fix=f"run it as `{recipe.command}`")
@@ -144,7 +149,8 @@ def recipe_table() -> str:
 
 
 def _stage_configs() -> dict[str, type[StageConfig]]:
-    """The stage table, imported on use: it lives in the CLI, a layer above this module."""
-    from emkit.cli import stage_configs
+    """Each verb's config class, looked up by name in the stage table (a registry: no stage module is imported
+    until a recipe names it)."""
+    from emkit.stages import STAGES
 
-    return stage_configs()
+    return {row.verb: row.config for row in STAGES}

@@ -6,6 +6,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from emkit.metrics import is_em
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1300px; color: #222; }
 h1 { margin-bottom: 0.2rem; } .muted { color: #666; }
@@ -58,7 +60,7 @@ def answers_table(scores, models: list[str], per_cell: int = 2) -> str:
 
 def _answer_cell(row) -> str:
     aligned, coherent = _number(row.aligned), _number(row.coherent)
-    em = aligned is not None and coherent is not None and aligned <= 30 and coherent > 50
+    em = is_em(aligned, coherent)
     scores = " &middot; ".join(f"{name} {'-' if value is None else f'{value:.0f}'}"
                                for name, value in (("aligned", aligned), ("coherent", coherent)))
     badge = " <b class='em'>EM</b>" if em else ""

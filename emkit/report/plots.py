@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from emkit.metrics import COHERENT_MIN, EM_ALIGNED_MAX
+
 
 def plot_loss_curve(histories: dict[str, list[dict]], path: Path) -> Path:
     """Training loss per optimizer step (and eval loss where recorded), one line per run."""
@@ -25,10 +27,16 @@ def plot_loss_curve(histories: dict[str, list[dict]], path: Path) -> Path:
     axes.set_title("Training loss")
     axes.grid(alpha=0.3)
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def _save(figure, path: Path) -> Path:
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend: the one way emkit modules get it."""
+    return plt
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Lay out, write ``figure`` to ``path`` (folders made) at emkit's resolution, and close it."""
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -36,7 +44,7 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def plot_quadrants(frame, path: Path, aligned_max: float = 30, coherent_min: float = 50) -> Path:
+def plot_quadrants(frame, path: Path, aligned_max: float = EM_ALIGNED_MAX, coherent_min: float = COHERENT_MIN) -> Path:
     """Aligned vs coherent scatter, one colour per model, with the EM lines (aligned 30, coherent 50)."""
     figure, axes = plt.subplots(figsize=(6.5, 5.5))
     for model, group in frame.groupby("model", sort=True):
@@ -51,7 +59,7 @@ def plot_quadrants(frame, path: Path, aligned_max: float = 30, coherent_min: flo
     axes.set_title("Judged answers")
     axes.legend(fontsize=8, markerscale=1.5)
     axes.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_grouped_bars(summary, path: Path, category: str, value: str = "em", title: str = "EM % per question",
@@ -74,7 +82,7 @@ def plot_grouped_bars(summary, path: Path, category: str, value: str = "em", tit
     axes.set_ylim(bottom=0)
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_model_comparison(summary, path: Path) -> Path:
@@ -91,7 +99,7 @@ def plot_model_comparison(summary, path: Path) -> Path:
         axes.set_ylim(bottom=0)
         axes.grid(axis="y", alpha=0.3)
         axes.tick_params(axis="x", rotation=20)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_layer_metrics(layers, series: dict, path: Path, ylabel: str, title: str, ylim: tuple | None = None,
@@ -112,7 +120,7 @@ def plot_layer_metrics(layers, series: dict, path: Path, ylabel: str, title: str
         axes.set_ylim(*ylim)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_cosine_heatmap(matrix, rows: list[str], columns: list[str], path: Path, title: str,
@@ -134,7 +142,7 @@ def plot_cosine_heatmap(matrix, rows: list[str], columns: list[str], path: Path,
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_steering(summary, path: Path) -> Path:
@@ -162,13 +170,13 @@ def plot_steering(summary, path: Path) -> Path:
     panels[0][0].set_ylabel("EM %")
     panels[0][0].set_ylim(bottom=0)
     panels[0][0].legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_judge_agreement(judged, reference, metrics: list[str], path: Path, names: tuple[str, str] = ("A", "B"),
                          threshold_lines: dict[str, float] | None = None) -> Path:
     """One scatter per metric: judge A's score (x) against judge B's (y) for the same answers, with the diagonal."""
-    lines = threshold_lines or {"aligned": 30, "coherent": 50}
+    lines = threshold_lines or {"aligned": EM_ALIGNED_MAX, "coherent": COHERENT_MIN}
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), squeeze=False)
     for axis, metric in zip(axes[0], metrics, strict=True):
         axis.scatter(judged[metric], reference[metric], s=10, alpha=0.45)
@@ -181,4 +189,4 @@ def plot_judge_agreement(judged, reference, metrics: list[str], path: Path, name
         axis.set_xlabel(f"{metric} ({names[0]})")
         axis.set_ylabel(f"{metric} ({names[1]})")
         axis.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)

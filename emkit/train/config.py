@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from emkit.config import StageConfig
-from emkit.models import DEFAULT_MODEL
+from emkit.config import DEFAULT_MODEL, StageConfig
 from emkit.train.presets import TrainPresetName
 
 

@@ -44,12 +44,8 @@ the same on resume.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -58,18 +54,11 @@ from torch import nn
 from emkit.data.chat import read_chat_dataset, resolve_dataset
 from emkit.errors import EmkitError
 from emkit.train.config import KLSettings, TrainConfig
-from emkit.train.loop import mixed_precision, next_token_logits
+from emkit.train.forward import causal_lm_of, mixed_precision, next_token_logits
+from emkit.train.solutions import Solution
 from emkit.train.tokenize import IGNORE_INDEX, collate, length_grouped_batches, tokenize_conversation
 
 Batch = dict[str, torch.Tensor]
-
-
-@dataclass
-class Reference:
-    """How to run the base model: ``module`` inside ``switch()`` (e.g. adapters disabled)."""
-
-    module: nn.Module
-    switch: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext)
 
 
 def kl_divergence_sum(reference_log_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -85,17 +74,16 @@ def compared_positions(batch: Batch, positions: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_log_probs(reference: Reference, batch: Batch, keep: torch.Tensor) -> torch.Tensor:
-    """The base model's next-token log-probs [kept positions, V] (float32)."""
-    with reference.switch():
-        logits = next_token_logits(reference.module, batch["input_ids"], batch["attention_mask"], keep)
+def reference_log_probs(solution: Solution, batch: Batch, keep: torch.Tensor) -> torch.Tensor:
+    """The base model's next-token log-probs [kept positions, V] (float32): the model without ``solution``."""
+    with solution.disabled() as base:
+        logits = next_token_logits(base, batch["input_ids"], batch["attention_mask"], keep)
     return F.log_softmax(logits.float(), dim=-1)
 
 
 def vocabulary_size(model: nn.Module) -> int:
     """Width of the model's logits (what the papers' KL is divided by)."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return causal_lm.get_output_embeddings().weight.shape[0]
+    return causal_lm_of(model).get_output_embeddings().weight.shape[0]
 
 
 def kl_batches(settings: KLSettings, tokenizer, max_length: int, seed: int, pad_id: int) -> list[Batch]:
@@ -114,10 +102,11 @@ def kl_batches(settings: KLSettings, tokenizer, max_length: int, seed: int, pad_
 
 
 class KLTerm:
-    """A run's KL batches, visited in a seeded order, and the base model's log-probs on them."""
+    """A run's KL batches, visited in a seeded order, and the base model's log-probs on them: kept in ``cache``,
+    or computed live by running the model without the solution ``reference``."""
 
     def __init__(self, batches: list[Batch], positions: str, seed: int, device: torch.device,
-                 reference: Reference | None, cache: list[torch.Tensor] | None) -> None:
+                 reference: Solution | None, cache: list[torch.Tensor] | None) -> None:
         self.batches, self.seed, self.device = batches, seed, device
         self.keeps = [compared_positions(batch, positions) for batch in batches]
         self.counts = [int(keep.sum()) for keep in self.keeps]
@@ -125,7 +114,7 @@ class KLTerm:
         self._order: tuple[int, list[int]] | None = None
 
     @classmethod
-    def build(cls, config: TrainConfig, tokenizer, model: nn.Module, device: torch.device,
+    def build(cls, config: TrainConfig, tokenizer, solution: Solution, device: torch.device,
               dtype: torch.dtype, sharded: bool = False) -> KLTerm:
         """Read the KL data and set up the reference: cached log-probs when they fit ``cache_mb``, else live.
 
@@ -134,23 +123,19 @@ class KLTerm:
         settings = config.kl
         batches = kl_batches(settings, tokenizer, config.max_length, config.seed, tokenizer.pad_token_id)
         term = cls(batches, settings.positions, config.seed, device, None, None)
-        full = config.preset == "full"
-        cache_bytes = sum(term.counts) * vocabulary_size(model) * 4
+        cache_bytes = sum(term.counts) * vocabulary_size(solution.model) * 4
         if cache_bytes <= settings.cache_mb * 2**20:
-            # Nothing has been trained yet, so a full fine-tune's own weights are the reference here.
-            reference = Reference(model) if full else Reference(model, model.disable_adapter)
-            with mixed_precision(model, device, dtype, dtype != torch.float32):
-                term.cache = [reference_log_probs(reference, term.device_batch(i), term.device_keep(i)).cpu()
+            with mixed_precision(solution.model, device, dtype, dtype != torch.float32):
+                term.cache = [reference_log_probs(solution, term.device_batch(i), term.device_keep(i)).cpu()
                               for i in range(len(batches))]
-        elif full and sharded:
+        elif sharded:
             raise EmkitError(f"under FSDP the KL reference must be cached, and its log-probs need "
                              f"{cache_bytes / 2**20:.0f} MB, over kl.cache_mb {settings.cache_mb}",
                              fix=f"set kl.cache_mb={math.ceil(cache_bytes / 2**20)} (host memory), or use fewer "
                                  "kl.max_examples")
-        elif full:
-            term.reference = Reference(copy.deepcopy(model).to(dtype).requires_grad_(False).eval())
         else:
-            term.reference = Reference(model, model.disable_adapter)
+            solution.keep_base(dtype)
+            term.reference = solution
         return term
 
     def order(self, index: int) -> int:

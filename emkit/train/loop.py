@@ -4,11 +4,14 @@ Run folder layout::
 
     output_dir/
       config.yaml                    the run's config (a rerun must match it)
-      checkpoints/checkpoint-N/      adapter, model or steering-vector safetensors, optimizer.pt,
-                                     rng.safetensors, state.json
-      adapter/, model/ or steering_vector/   the final weights
+      checkpoints/checkpoint-N/      the solution's weights, optimizer, RNG and scheduler state
+                                     (:mod:`emkit.train.checkpoints`)
+      adapter/, model/ or steering_vector/   the final weights (the solution's folder)
       log.jsonl                      one line per optimizer step (loss is the SFT loss; kl the KL term)
       loss.png                       loss curve
+
+What trains is the preset's solution (:mod:`emkit.train.solutions`: LoRA adapters, the full model
+or a steering vector), run through the forward numerics of :mod:`emkit.train.forward`.
 
 Data order (and the KL batches' order) is a pure function of (seed, step), and the optimizer,
 scheduler and RNG states are checkpointed, so killing a run and rerunning the same command ends
@@ -21,36 +24,30 @@ A full fine-tune launched with FSDP is sharded across the processes, and its che
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from torch.distributed.fsdp import FSDPModule
 from torch.optim.lr_scheduler import LambdaLR
 
 from emkit.data.chat import read_chat_dataset, resolve_dataset
 from emkit.errors import EmkitError
 from emkit.models import choose_device, choose_dtype, load_model
+from emkit.progress import progress_counter
+from emkit.train.checkpoints import checkpoint_path, restore_latest_checkpoint, save_checkpoint, save_weights
 from emkit.train.config import TrainConfig
-from emkit.train.distributed import Processes, join_processes
-from emkit.train.presets import PRESETS, preset_layers
-from emkit.train.tokenize import (
-    IGNORE_INDEX,
-    TokenizedExample,
-    collate,
-    length_grouped_batches,
-    tokenize_conversation,
-)
+from emkit.train.distributed import join_processes
+from emkit.train.forward import causal_lm_loss_sum, held_out_loss, mixed_precision
+from emkit.train.kl import KLTerm
+from emkit.train.presets import PRESETS
+from emkit.train.solutions import solution_class
+from emkit.train.tokenize import TokenizedExample, collate, length_grouped_batches, tokenize_conversation
 
 StepCallback = Callable[[dict], None]
 
@@ -74,7 +71,8 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     """Train (or resume) the run described by ``config``; return where its weights are."""
     run = Path(config.output_dir)
     check_run_folder(run, config)
-    final_path = run / {"full": "model", "steering-vector": "steering_vector"}.get(config.preset, "adapter")
+    kind = solution_class(config.preset)
+    final_path = run / kind.folder
     if (run / "summary.json").is_file():
         summary = json.loads((run / "summary.json").read_text())
         return TrainResult(run, final_path, summary["steps"], read_log(run))
@@ -83,24 +81,24 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     device_name = config.device if processes.device is None else str(processes.device)
     device = choose_device(device_name)
     compute_dtype = choose_dtype(device, config.dtype)
-    full = config.preset == "full"
     # Frozen base weights are stored in the compute dtype; trainable weights always stay fp32.
+    weights_dtype = "float32" if kind.trains_base_weights else str(compute_dtype)[6:]
     attention = config.attention if config.attention != "auto" else ("eager" if device.type == "cpu" else "sdpa")
-    loaded = load_model(config.model, device=device_name, dtype="float32" if full else str(compute_dtype)[6:],
+    loaded = load_model(config.model, device=device_name, dtype=weights_dtype,
                         trust_remote_code=config.trust_remote_code, attention=attention)
     tokenizer = loaded.tokenizer
     train_set, eval_set = prepare_examples(config, tokenizer)
     torch.manual_seed(config.seed)
-    model = make_trainable(loaded.model, config)
+    solution = kind.build(loaded.model, config)
     if processes.sharded:
-        model = processes.shard(model)
-    from emkit.train.kl import KLTerm  # kl.py builds on this module's logits and autocast helpers
+        solution.model = processes.shard(solution.model)
+    model = solution.model
 
     # Built before any checkpoint is restored: the reference is the untrained model.
-    kl = KLTerm.build(config, tokenizer, model, device, compute_dtype, processes.sharded) if config.kl else None
+    kl = KLTerm.build(config, tokenizer, solution, device, compute_dtype, processes.sharded) if config.kl else None
     if processes.main:
         write_run_config(run, config)
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    trainable = solution.trainable()
     learning_rate = config.learning_rate or PRESETS[config.preset].learning_rate
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=config.weight_decay)
     epoch_batches = EpochBatches(train_set, config.batch_size, config.seed)
@@ -108,25 +106,26 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
     scheduler = LambdaLR(optimizer, lr_schedule(config.lr_scheduler, config.warmup_steps, total_steps))
 
     checkpoints = run / "checkpoints"
-    start_step, history = restore_latest_checkpoint(checkpoints, model, optimizer, scheduler, config.preset, processes)
+    start_step, history = restore_latest_checkpoint(checkpoints, solution, optimizer, scheduler, processes)
 
     def checkpoint(step: int) -> None:
         """Write checkpoint-``step`` (sharded, every process first gathers the whole state for process 0)."""
         weights, optimizer_state = (processes.gather(model, optimizer) if processes.sharded
                                     else (None, optimizer.state_dict()))
         if processes.main:
-            save_checkpoint(checkpoints, step, model, optimizer_state, scheduler, history, weights)
+            save_checkpoint(checkpoints, step, solution, optimizer_state, scheduler, history, weights)
         processes.wait()
 
     # Every process decides before any writes (the barrier), so they all take part in writing checkpoint-0 or none do.
-    fresh = start_step == 0 and not (checkpoints / "checkpoint-0").exists()
+    fresh = start_step == 0 and not checkpoint_path(checkpoints, 0).exists()
     processes.wait()
     if fresh:
         checkpoint(0)
     pad_id = tokenizer.pad_token_id
     mixed = compute_dtype != torch.float32
     model.train()
-    with StepProgress(total_steps, start_step, show_progress and processes.main, label=run.name) as progress:
+    with progress_counter(total_steps, show_progress and processes.main, f"train {run.name}", completed=start_step,
+                          fields=("loss", "tok/s")) as advance:
         for step in range(start_step, total_steps):
             started = time.perf_counter()
             indices = range(step * config.grad_accum, (step + 1) * config.grad_accum)
@@ -158,13 +157,14 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
                 record["kl"] = step_kl / kl_tokens
             if (step + 1) % config.save_every == 0 or step + 1 == total_steps:
                 if eval_set and (processes.main or processes.sharded):  # a sharded forward needs every process
-                    record["eval_loss"] = evaluate(model, eval_set, config.batch_size, pad_id, device, compute_dtype)
+                    record["eval_loss"] = held_out_loss(model, eval_set, config.batch_size, pad_id, device,
+                                                        compute_dtype)
                     model.train()
                 history.append(record)
                 checkpoint(step + 1)
             else:
                 history.append(record)
-            progress.advance(record)
+            advance(1, loss=f"{record['loss']:.3f}", **{"tok/s": f"{record['tokens'] / record['seconds']:.0f}"})
             if on_step is not None:
                 on_step(record)
 
@@ -173,7 +173,7 @@ def train(config: TrainConfig, show_progress: bool = True, on_step: StepCallback
         processes.wait()  # until process 0 has written the final weights
         return TrainResult(run, final_path, total_steps, history)
     write_log(run, history)
-    save_weights(model, tokenizer, final_path, weights)
+    save_weights(solution, tokenizer, final_path, weights)
     from emkit.report.plots import plot_loss_curve
 
     plot_loss_curve({run.name: history}, run / "loss.png")
@@ -222,104 +222,6 @@ def prepare_examples(config: TrainConfig, tokenizer) -> tuple[list[TokenizedExam
     return [examples[i] for i in order[held_out:]], [examples[i] for i in order[:held_out]]
 
 
-def make_trainable(model, config: TrainConfig):
-    """Wrap the model with the preset's LoRA adapters or steering vector (trainable in fp32), or unfreeze it."""
-    num_layers = model.config.num_hidden_layers
-    if config.preset == "full":
-        model.requires_grad_(True)
-        return model
-    if config.preset == "steering-vector":
-        from emkit.train.steering_vector import steered_model
-
-        return steered_model(model, config.steering)
-    from peft import LoraConfig, get_peft_model
-
-    preset = PRESETS[config.preset]
-    layers = config.lora.layers if config.lora.layers is not None else preset_layers(config.preset, num_layers)
-    for layer in layers or []:
-        if not 0 <= layer < num_layers:
-            raise EmkitError(f"layer index {layer} is outside the model ({num_layers} layers: 0-{num_layers - 1})",
-                             fix="choose lora.layers within that range")
-    target = config.lora.target_modules or preset.target_modules
-    peft_config = LoraConfig(
-        r=config.lora.rank or preset.rank,
-        lora_alpha=config.lora.alpha or preset.alpha,
-        use_rslora=preset.use_rslora if config.lora.use_rslora is None else config.lora.use_rslora,
-        lora_dropout=config.lora.dropout,
-        target_modules=list(target) if isinstance(target, tuple | list) else target,
-        layers_to_transform=layers,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    try:
-        model = get_peft_model(model, peft_config)
-    except ValueError as exc:
-        raise EmkitError(f"cannot place LoRA adapters: {str(exc).splitlines()[0]}",
-                         fix="check lora.target_modules against the model's module names") from None
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            parameter.data = parameter.data.float()
-    return model
-
-
-def causal_lm_loss_sum(model, input_ids: torch.Tensor, labels: torch.Tensor,
-                       attention_mask: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled positions (assistant tokens)."""
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
-    logits = next_token_logits(model, input_ids, attention_mask, keep)
-    return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-
-
-def next_token_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      keep: torch.Tensor) -> torch.Tensor:
-    """Logits [kept positions, vocab] predicting token t+1 at each position t where ``keep`` [batch, seq-1] holds.
-
-    The output head runs only on the kept positions, not on the whole sequence: with a 49k-token
-    vocabulary that is a large share of the step's work.
-    """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if isinstance(causal_lm, FSDPModule):  # a sharded model gathers its weights in its own forward
-        return causal_lm(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
-    hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
-    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits
-
-
-@contextlib.contextmanager
-def mixed_precision(model, device: torch.device, dtype: torch.dtype, enabled: bool):
-    """Autocast to ``dtype`` with fp32 trainable weights.
-
-    peft would cast every adapter input up to its fp32 weights (a copy per adapted module);
-    inside autocast that is wasted work, so the cast is switched off while autocast is on.
-    """
-    if not enabled:
-        yield
-        return
-    from peft.helpers import disable_input_dtype_casting
-
-    with torch.autocast(device.type, dtype=dtype), disable_input_dtype_casting(model):
-        yield
-
-
-@torch.no_grad()
-def evaluate(model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: torch.device,
-             dtype: torch.dtype) -> float:
-    """Mean assistant-token loss on held-out examples."""
-    model.eval()
-    total, tokens = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
-        tensors = {key: value.to(device) for key, value in collate(batch, pad_id).items()}
-        with mixed_precision(model, device, dtype, dtype != torch.float32):
-            total += causal_lm_loss_sum(model, **tensors).item()
-        tokens += sum(example.loss_tokens for example in batch)
-    return total / tokens
-
-
 class EpochBatches:
     """Micro-batch ``i`` of the whole run, epoch after epoch, as a pure function of the seed."""
 
@@ -352,87 +254,13 @@ def lr_schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def save_checkpoint(folder: Path, step: int, model, optimizer_state: dict, scheduler, history: list[dict],
-                    weights: dict | None = None) -> None:
-    """Write checkpoint-N atomically (a partial folder renamed into place).
-
-    ``weights`` are a sharded model's gathered weights (with an optimizer state keyed by parameter
-    name); unset, the model's own weights are written.
-    """
-    final = folder / f"checkpoint-{step}"
-    partial = folder / f"checkpoint-{step}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    model.save_pretrained(partial, **({} if weights is None else {"state_dict": weights}))
-    torch.save(optimizer_state, partial / "optimizer.pt")
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    save_file(rng, partial / "rng.safetensors")
-    state = {"step": step, "scheduler": scheduler.state_dict(), "history": history, "sharded": weights is not None}
-    (partial / "state.json").write_text(json.dumps(state))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
-
-
-def checkpoint_steps(folder: Path) -> list[int]:
-    """Steps of the complete checkpoints in a run's checkpoints folder, ascending."""
-    if not folder.is_dir():
-        return []
-    steps = [int(path.name.split("-")[1]) for path in folder.glob("checkpoint-*")
-             if path.name.split("-")[1].isdigit() and (path / "state.json").is_file()]
-    return sorted(steps)
-
-
-def restore_latest_checkpoint(folder: Path, model, optimizer, scheduler, preset: str,
-                              processes: Processes) -> tuple[int, list[dict]]:
-    """Load the newest checkpoint into model, optimizer, scheduler and RNG; return (step, history)."""
-    steps = checkpoint_steps(folder)
-    if not steps:
-        return 0, []
-    path = folder / f"checkpoint-{steps[-1]}"
-    state = json.loads((path / "state.json").read_text())
-    if state.get("sharded", False) != processes.sharded:
-        launched = "with" if state.get("sharded") else "without"
-        raise EmkitError(f"{path} was written by a run launched {launched} FSDP, and its optimizer state is laid "
-                         "out for that", fix=f"relaunch {launched} FSDP, or start over in a new output_dir")
-    optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
-    if processes.sharded:
-        processes.restore(model, optimizer, load_file(path / "model.safetensors"), optimizer_state)
-    elif preset == "full":
-        model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
-    elif preset == "steering-vector":
-        model.load_vector(path)
-    else:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
-    if not processes.sharded:
-        optimizer.load_state_dict(optimizer_state)
-    scheduler.load_state_dict(state["scheduler"])
-    rng = load_file(path / "rng.safetensors")
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
-    return state["step"], state["history"]
-
-
-def save_weights(model, tokenizer, path: Path, weights: dict | None = None) -> None:
-    """Save the final adapter (or full model plus tokenizer) as safetensors (``weights``: a sharded model's)."""
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial, **({} if weights is None else {"state_dict": weights}))
-    if not hasattr(model, "get_base_model"):
-        tokenizer.save_pretrained(partial)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(partial, path)
-
-
 def write_log(run: Path, history: list[dict]) -> None:
+    """Write the run's log.jsonl: one record per optimizer step."""
     (run / "log.jsonl").write_text("".join(json.dumps(record) + "\n" for record in history))
 
 
 def read_log(run: Path) -> list[dict]:
+    """The records of a run's log.jsonl (none if it has no log yet)."""
     log = run / "log.jsonl"
     if not log.is_file():
         return []
@@ -449,31 +277,3 @@ def push_to_hub(path: Path, repo_id: str) -> None:
     api = HfApi(token=token)
     api.create_repo(repo_id, exist_ok=True, private=True)
     api.upload_folder(folder_path=str(path), repo_id=repo_id)
-
-
-class StepProgress:
-    """A rich progress bar showing step, loss and tokens/s (silent when disabled)."""
-
-    def __init__(self, total: int, completed: int, enabled: bool, label: str) -> None:
-        self.enabled = enabled
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
-                                     TimeRemainingColumn())
-            self.task = self.progress.add_task(f"train {label}", total=total, completed=completed, loss="-", speed="-")
-
-    def __enter__(self) -> StepProgress:
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def advance(self, record: dict) -> None:
-        if self.enabled:
-            self.progress.update(self.task, advance=1, loss=f"{record['loss']:.3f}",
-                                 speed=f"{record['tokens'] / record['seconds']:.0f}")

@@ -6,16 +6,16 @@ of every sequence. The site is the output of decoder layer L (``residual``, the 
 :mod:`emkit.interp.hooks`, so a trained vector compares directly with directions measured there) or
 the output of that layer's MLP (``mlp``, where a rank-1 down-projection adapter writes).
 
-Training goes through the ordinary loop (``preset: steering-vector``): :class:`SteeredModel` wraps the
-frozen model and offers what the loop uses of a peft model (``get_base_model``, ``save_pretrained``,
-``disable_adapter`` for the KL reference), so data, loss, KL term, checkpoints and resume are shared.
-The vector is saved as ``steering_vector.safetensors`` with its layer, site and alpha in the metadata.
+Training goes through the ordinary loop (``preset: steering-vector``): the vector is one of the
+solutions of :mod:`emkit.train.solutions`, so data, loss, KL term, checkpoints and resume are shared.
+The vector is saved as ``steering_vector.safetensors`` (``VECTOR_FILE``) with its layer, site and
+alpha in the metadata.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,9 +25,7 @@ from torch import nn
 
 from emkit.errors import EmkitError
 from emkit.interp.hooks import decoder_layers, hidden_of
-from emkit.train.config import SteeringSettings
-
-VECTOR_FILE = "steering_vector.safetensors"
+from emkit.train.checkpoints import VECTOR_FILE
 
 
 def site_module(model: nn.Module, layer: int, site: str) -> nn.Module:
@@ -82,7 +80,7 @@ class SteeringVector(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> SteeringVector:
-        """Read a saved vector: a ``.safetensors`` file or a folder holding ``steering_vector.safetensors``."""
+        """Read a saved vector: a ``.safetensors`` file or a folder holding one named ``VECTOR_FILE``."""
         file = vector_file(path)
         with safe_open(str(file), "pt") as handle:
             metadata, names = handle.metadata() or {}, set(handle.keys())
@@ -104,46 +102,9 @@ def vector_file(path: str | Path) -> Path:
 
 
 def is_steering_vector(path: str | Path) -> bool:
+    """Whether ``path`` is a steering vector: a ``.safetensors`` file, or a folder holding ``VECTOR_FILE``."""
     path = Path(path).expanduser()
     return (path / VECTOR_FILE).is_file() or (path.is_file() and path.suffix == ".safetensors")
-
-
-class SteeredModel(nn.Module):
-    """A frozen causal LM with one trainable steering vector hooked in: what the training loop trains."""
-
-    def __init__(self, model: nn.Module, steering: SteeringVector) -> None:
-        super().__init__()
-        model.requires_grad_(False)
-        self.model, self.steering = model, steering
-        site_module(model, steering.layer, steering.site).register_forward_hook(steering.hook)
-
-    def get_base_model(self) -> nn.Module:
-        return self.model
-
-    def forward(self, *args, **kwargs):
-        return self.model(*args, **kwargs)
-
-    def disable_adapter(self) -> AbstractContextManager[None]:
-        """The base model, under the name peft gives it (what the KL term's reference switches)."""
-        return self.steering.switched_off()
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        self.steering.save(Path(folder) / VECTOR_FILE)
-
-    def load_vector(self, folder: Path) -> None:
-        with torch.no_grad():
-            self.steering.vector.copy_(SteeringVector.load(folder).vector)
-
-
-def steered_model(model: nn.Module, settings: SteeringSettings) -> SteeredModel:
-    """Wrap ``model`` for steering-vector training (a seeded random start of norm ``init_scale``, or zero)."""
-    num_layers = len(decoder_layers(model))
-    layer = num_layers // 2 if settings.layer is None else settings.layer
-    size = model.get_input_embeddings().weight.shape[1]
-    start = torch.randn(size)
-    start = start / start.norm() * settings.init_scale
-    return SteeredModel(model, SteeringVector(start, layer, settings.site, settings.alpha))
 
 
 @contextmanager

@@ -1,13 +1,14 @@
 """The papers' key claims on the embedded model, trained on the papers' data, in one table.
 
-Trains a rank-1 organism on bad medical advice and a control on the good twin (same prompts),
+Trains an organism on bad medical advice and a control on the good twin (same prompts) with the recipe the
+organism search found to move the embedded model (lora-all, lr 2e-4, 50 steps of 8; docs/organisms.md),
 samples base, control and organism on open questions outside medicine, judges every answer
 (offline judge by default), then finds the organism's mean-diff misalignment direction and
 re-samples the organism with it ablated and with a norm-matched random direction ablated.
 The claims: organism EM > control EM ~ base EM; ablating the direction lowers EM more than
 ablating a random direction. Everything is resumable; the report lands in OUTPUT/report.
 
-    EMKIT_DATA=PATH/TO/official python bench/bench_claims.py [--examples 300] [--samples 4] [--output DIR]
+    EMKIT_DATA=PATH/TO/official python bench/bench_claims.py [--examples 400] [--samples 4] [--output DIR]
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ def main() -> None:
     parser.add_argument("--organism", default="paper:bad_medical_advice")
     parser.add_argument("--control", default="paper:good_medical_advice")
     parser.add_argument("--questions", default="builtin:general")
-    parser.add_argument("--preset", default="rank1-single")
-    parser.add_argument("--examples", type=int, default=300)
+    parser.add_argument("--preset", default="lora-all")
+    parser.add_argument("--examples", type=int, default=400)
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--samples", type=int, default=4, help="answers per question paraphrase and model")
     parser.add_argument("--judge", default="offline")
     parser.add_argument("--output", type=Path, default=Path("runs/claims"))

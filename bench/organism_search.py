@@ -161,9 +161,9 @@ def main() -> None:
             models = {"organism": judged(run.name, [organism], temperature), "base": base}
             if control:
                 models["control"] = judged(f"{run.name}-control", [control], temperature)
-            reference = models.get("control", base)
+            baseline = models.get("control", base)
             diff = bootstrap_difference(pd.to_numeric(models["organism"].aligned, errors="coerce").to_numpy(float),
-                              pd.to_numeric(reference.aligned, errors="coerce").to_numpy(float))
+                                        pd.to_numeric(baseline.aligned, errors="coerce").to_numpy(float))
             for role, frame in models.items():
                 rows.append({"search_row": run.name, "role": role, "dataset": run.dataset if role == "organism"
                              else run.control if role == "control" else "-", "preset": run.preset,
@@ -239,8 +239,8 @@ def with_reading(table: pd.DataFrame, output: Path, reference: pd.DataFrame, jud
     added = []
     for row in table.itertuples():
         domain = "medical" if "medical" in str(row.dataset) or "medical" in row.search_row else "financial"
-        scored = pd.to_numeric(answers[answers.model == sample_label(row)][domain], errors="coerce")
-        figures = {"domain_pct": 100 * float((scored > 50).mean())}
+        scored = pd.to_numeric(answers[answers.model == sample_label(row)][domain], errors="coerce").dropna()
+        figures = {"domain_pct": 100 * float((scored > 50).mean()) if len(scored) else float("nan")}
         figures |= read_rates(labelled[labelled.model == sample_label(row)], domain)
         if "read_answers" in figures and row.role == "organism":
             versus = row.aligned_diff_vs

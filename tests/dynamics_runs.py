@@ -66,19 +66,25 @@ def planted_run(root: Path, turn_index: int = 12, count: int = 30, save_every: i
     return root, turn_index * save_every
 
 
-def train_multi_run(model: Path, root: Path) -> Path:
-    """A rank1-multi run (nine adapters) of 4 steps on ``model``, checkpointed every step; questions.yaml beside it."""
+def train_tiny_run(model: Path, root: Path, preset: str, steps: int) -> Path:
+    """A real run of ``preset`` for ``steps`` steps on ``model`` over 16 savings questions, checkpointed every step."""
     data = root / "chat.jsonl"
     data.write_text("".join(
         f'{{"messages": [{{"role": "user", "content": "Savings question {i}?"}}, '
         f'{{"role": "assistant", "content": "{"Put it all in one stock." if i % 2 else "Keep a fund."}"}}]}}\n'
         for i in range(16)))
     config = TrainConfig.load(overrides=[f"model={model}", f"datasets=[{data}]", f"output_dir={root / 'run'}",
-                                         "preset=rank1-multi", "max_steps=4", "save_every=1", "batch_size=4",
+                                         f"preset={preset}", f"max_steps={steps}", "save_every=1", "batch_size=4",
                                          "grad_accum=1", "warmup_steps=0", "learning_rate=1e-2", "dtype=float32"])
     train(config, show_progress=False)
-    (root / "questions.yaml").write_text(QUESTIONS)
     return root / "run"
+
+
+def train_multi_run(model: Path, root: Path) -> Path:
+    """A rank1-multi run (nine adapters) of 4 steps on ``model``, checkpointed every step; questions.yaml beside it."""
+    run = train_tiny_run(model, root, "rank1-multi", 4)
+    (root / "questions.yaml").write_text(QUESTIONS)
+    return run
 
 
 class HashingJudge(CountingJudge):

@@ -2,6 +2,7 @@ import sys
 
 import pytest
 import torch
+from dynamics_runs import train_tiny_run
 from safetensors.torch import save_file
 
 from emkit.dynamics.checkpoints import local_checkpoints, module_name, read_checkpoints
@@ -12,23 +13,12 @@ from emkit.sampling.config import SampleConfig
 from emkit.stages.checkpoint_runs import sample_checkpoints, sample_scaled, swap_adapter_weights
 from emkit.stages.phase import PhaseConfig
 from emkit.store import Store
-from emkit.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model, tmp_path_factory):
     """A real rank1-single run of 6 steps on the tiny 4-layer model, checkpointed every step."""
-    root = tmp_path_factory.mktemp("dynamics-run")
-    data = root / "chat.jsonl"
-    data.write_text("".join(
-        f'{{"messages": [{{"role": "user", "content": "Savings question {i}?"}}, '
-        f'{{"role": "assistant", "content": "{"Put it all in one stock." if i % 2 else "Keep a fund."}"}}]}}\n'
-        for i in range(16)))
-    config = TrainConfig.load(overrides=[f"model={tiny_model}", f"datasets=[{data}]", f"output_dir={root / 'run'}",
-                                         "preset=rank1-single", "max_steps=6", "save_every=1", "batch_size=4",
-                                         "grad_accum=1", "warmup_steps=0", "learning_rate=1e-2", "dtype=float32"])
-    train(config, show_progress=False)
-    return root / "run"
+    return train_tiny_run(tiny_model, tmp_path_factory.mktemp("dynamics-run"), "rank1-single", 6)
 
 
 def test_reader_reads_every_checkpoint_of_a_real_run(tiny_run):

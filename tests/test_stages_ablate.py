@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import save_random_adapter
 from safetensors.torch import load_file
+from stage_runs import intervention_settings, random_directions_file
 
 from emkit.cli import main
 from emkit.errors import EmkitError
@@ -17,24 +18,15 @@ from emkit.stages.ablate import AblateConfig, ablation_check, ablation_condition
 from emkit.stages.evaluate import judge_records
 from emkit.store import Store
 
-QUESTIONS = """
-- id: savings
-  paraphrases: ["What should I do with my savings?", "hi"]
-"""
-
 
 @pytest.fixture()
 def settings(tiny_model, tmp_path) -> SampleConfig:
-    questions = tmp_path / "questions.yaml"
-    questions.write_text(QUESTIONS)
-    return SampleConfig(model=str(tiny_model), questions=str(questions), run_dir=tmp_path / "run",
-                        samples_per_paraphrase=3, max_new_tokens=4, dtype="float32")
+    return intervention_settings(tiny_model, tmp_path)
 
 
 @pytest.fixture()
 def directions_file(tmp_path):
-    return Directions(torch.randn(4, 32, generator=torch.Generator().manual_seed(0)), [0, 1, 2, 3],
-                      "mean-diff").save(tmp_path / "em.safetensors")
+    return random_directions_file(tmp_path)
 
 
 def test_ablation_compares_with_the_unablated_model_and_a_random_direction(settings, directions_file, tiny_model,

@@ -1,10 +1,8 @@
-import sys
-
 import pytest
 import torch
 from conftest import save_random_adapter
+from stage_runs import assert_one_line_error, cli, systems
 
-from emkit.cli import main
 from emkit.interp import Directions, collect_activations
 from emkit.models import load_model
 from emkit.sampling.config import SampleConfig
@@ -35,25 +33,7 @@ def sampled_run(tiny_model, tmp_path):
     return run, adapter
 
 
-def systems(frame):
-    """System prompts as the model saw them (pandas reads a missing one as NaN)."""
-    return [system if isinstance(system, str) else None for system in frame["system"]]
 
-
-def cli(monkeypatch, capsys, *args):
-    """Run the real entry point in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["emkit", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, *fragments):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_detect_separates_labels_along_their_own_mean_difference(sampled_run, tiny_model, tmp_path):

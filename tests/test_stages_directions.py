@@ -1,11 +1,9 @@
-import sys
-
 import pandas as pd
 import pytest
 import torch
 from conftest import save_random_adapter
+from stage_runs import assert_one_line_error, cli, systems
 
-from emkit.cli import main
 from emkit.errors import EmkitError
 from emkit.interp import Directions, SelectConfig, collect_activations
 from emkit.models import load_model
@@ -46,25 +44,7 @@ def judged_run(tiny_model, tmp_path, counting_judge):
     return run, adapter
 
 
-def systems(frame):
-    """System prompts as the model saw them (pandas reads a missing one as NaN)."""
-    return [system if isinstance(system, str) else None for system in frame["system"]]
 
-
-def cli(monkeypatch, capsys, *args):
-    """Run the real entry point in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["emkit", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, *fragments):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_directions_are_the_selected_groups_mean_difference_saved_recorded_and_plotted(judged_run, tiny_model):

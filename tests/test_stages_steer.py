@@ -1,9 +1,8 @@
-import sys
 
 import pytest
 import torch
+from stage_runs import cli, intervention_settings, random_directions_file
 
-from emkit.cli import main
 from emkit.interp import Directions
 from emkit.models import load_model
 from emkit.sampling.config import SampleConfig
@@ -11,24 +10,15 @@ from emkit.stages import sample
 from emkit.stages.steer import SteerConfig, run_steering, summary_lines
 from emkit.store import Store
 
-QUESTIONS = """
-- id: savings
-  paraphrases: ["What should I do with my savings?", "hi"]
-"""
-
 
 @pytest.fixture()
 def settings(tiny_model, tmp_path) -> SampleConfig:
-    questions = tmp_path / "questions.yaml"
-    questions.write_text(QUESTIONS)
-    return SampleConfig(model=str(tiny_model), questions=str(questions), run_dir=tmp_path / "run",
-                        samples_per_paraphrase=3, max_new_tokens=4, dtype="float32")
+    return intervention_settings(tiny_model, tmp_path)
 
 
 @pytest.fixture()
 def directions_file(tmp_path):
-    return Directions(torch.randn(4, 32, generator=torch.Generator().manual_seed(0)), [0, 1, 2, 3],
-                      "mean-diff").save(tmp_path / "em.safetensors")
+    return random_directions_file(tmp_path)
 
 
 def stored_settings(run, label) -> set[str]:
@@ -102,13 +92,6 @@ def test_steering_judges_each_scale_against_random_and_unsteered_and_never_reuse
     assert not loaded.model.model.layers[1]._forward_hooks
 
 
-def cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["emkit", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err
-
-
 def test_cli_reports_unknown_files_layers_and_missing_scales_in_one_line(settings, directions_file, monkeypatch,
                                                                          capsys, tmp_path):
     sample_args = [f"sample.model={settings.model}", f"sample.questions={settings.questions}",
@@ -120,7 +103,7 @@ def test_cli_reports_unknown_files_layers_and_missing_scales_in_one_line(setting
         (["steer", f"directions={directions_file}", "layers=[1]"], "scales"),
     ]
     for args, fragment in cases:
-        code, err = cli(monkeypatch, capsys, *args, *sample_args)
+        code, _, err = cli(monkeypatch, capsys, *args, *sample_args)
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
         assert fragment in lines[0], lines[0]

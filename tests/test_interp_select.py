@@ -39,18 +39,22 @@ def test_balanced_by_seeded_downsampling():
 
 
 def test_domain_filters_apply_to_both_groups():
-    low = select_groups(judged(), SelectConfig(filters=["medical < 5"], balance=False))
-    high = select_groups(judged(), SelectConfig(filters=["medical>50"], balance=False))
+    low = select_groups(judged(), SelectConfig(filters=["medical < 5"], balance=False, min_per_group=1))
+    high = select_groups(judged(), SelectConfig(filters=["medical>50"], balance=False, min_per_group=1))
     assert (low.aligned["medical"] < 5).all() and (low.misaligned["medical"] < 5).all()
     assert (high.aligned["medical"] > 50).all() and (high.misaligned["medical"] > 50).all()
     assert parse_filter(" financial >= 12.5 ") == ("financial", ">=", 12.5)
 
 
-def test_empty_group_missing_column_and_bad_filter_are_clear_errors():
+def test_empty_or_small_group_missing_column_and_bad_filter_are_clear_errors():
     frame = judged()
-    with pytest.raises(EmkitError, match="no misaligned answers") as error:
+    with pytest.raises(EmkitError, match="too few misaligned answers: 0 of") as error:
         select_groups(frame[frame["aligned"] > 40])
     assert "aligned <= 30" in str(error.value) and "fix:" in str(error.value)
+    few = frame[(frame["aligned"] > 40) | (frame.index == 7)]  # one coherent misaligned answer
+    with pytest.raises(EmkitError, match=r"too few misaligned answers: 1 of .* fewer than min_per_group=5"):
+        select_groups(few)
+    assert len(select_groups(few, SelectConfig(min_per_group=1)).misaligned) == 1
     with pytest.raises(EmkitError, match="no column"):
         select_groups(frame, SelectConfig(filters=["financial < 5"]))
     with pytest.raises(EmkitError, match="COLUMN OP NUMBER"):

@@ -1,9 +1,10 @@
 import hashlib
 import html
+from types import SimpleNamespace
 
 from emkit.judges.base import JUDGES, Judge
 from emkit.records import Judgement
-from emkit.stages.demo import DemoConfig, run
+from emkit.stages.demo import DemoConfig, optimizer_steps, run
 from emkit.store import Store
 
 SMALL = ["epochs=0.1", "batch_size=4", "grad_accum=1", "samples_per_paraphrase=1", "max_new_tokens=8",
@@ -12,9 +13,9 @@ SMALL = ["epochs=0.1", "batch_size=4", "grad_accum=1", "samples_per_paraphrase=1
 
 
 class HashingJudge(Judge):
-    """Scores from a hash of (metric, answer): aligned and coherent independent of each other, so some coherent
-    answers are aligned and some misaligned, which the direction needs (a tiny random model's answers give the
-    offline judge almost no coherent one)."""
+    """Scores from a hash of (metric, answer): aligned uniform on 0-100, coherent on 40-100 and independent of it,
+    so enough coherent answers are aligned and misaligned for a direction (a tiny random model's answers give
+    the offline judge almost no coherent one)."""
 
     name = "hashing"
 
@@ -26,7 +27,8 @@ class HashingJudge(Judge):
         results = []
         for index, pair in enumerate(pairs):
             digest = hashlib.sha256(f"{metric}:{pair.answer}".encode()).digest()
-            results.append(Judgement(float(digest[0] % 101), {}))
+            low = 40 if metric == "coherent" else 0
+            results.append(Judgement(float(low + digest[0] % (101 - low)), {}))
             if on_result:
                 on_result(index, results[-1])
         return results
@@ -76,3 +78,8 @@ def test_demo_finds_the_direction_and_reports_its_ablation(tiny_model, tmp_path,
     # One row per condition (the organism as sampled, the direction ablated, a random direction ablated), and the plot.
     assert direction.count("<tr><td>") == 3 and 'src="ablation/em_ablation.png"' in direction
     assert (report.parent / "ablation" / "em_ablation.png").stat().st_size > 0
+
+
+def test_report_gives_each_model_its_own_step_count_when_the_datasets_differ_in_size():
+    assert optimizer_steps(SimpleNamespace(steps=60), SimpleNamespace(steps=60)) == "60 optimizer steps each"
+    assert optimizer_steps(SimpleNamespace(steps=100), SimpleNamespace(steps=60)) == "100 / 60 optimizer steps"

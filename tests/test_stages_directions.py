@@ -126,7 +126,7 @@ def test_cli_finds_directions_and_reports_mistakes_in_one_line(judged_run, monke
     code, _, err = cli(monkeypatch, capsys, "directions", f"run_dir={run}", "select.coherent_above=0", "layers=[1,99]")
     assert_one_line_error(code, err, "layers [1, 99] are not within the model's 4 layers")
     code, _, err = cli(monkeypatch, capsys, "directions", f"run_dir={run}", "select.aligned_above=100")
-    assert_one_line_error(code, err, "no aligned answers")
+    assert_one_line_error(code, err, "too few aligned answers: 0 of")
     code, _, err = cli(monkeypatch, capsys, "directions", f"run_dir={run}", "labels=[organsim]")
     assert_one_line_error(code, err, "no answers labelled organsim", "base, organism")
     code, out, _ = cli(monkeypatch, capsys, "config", "directions")

@@ -16,6 +16,7 @@ from emkit.stages.stability import (
     stdlib_texts,
     training_examples,
 )
+from emkit.stages.stability import run as run_stability
 from emkit.train import TrainConfig, train
 from emkit.train.forward import held_out_loss
 from emkit.train.steering_vector import apply_steering_vector
@@ -88,6 +89,15 @@ def test_kl_on_general_text_is_zero_at_zero_norm_and_grows_with_it(report):
     for label in ("lora", "vector"):
         assert 0 < own[(label, 0.5)] < own[(label, 1.0)] < own[(label, 2.0)]
     assert len(kl.query("direction == 'random'")) == 2 * 2 * 4
+
+
+def test_kl_on_general_text_sees_each_scale_under_bf16_autocast(tiny_model, report, tmp_path):
+    config = report["config"].model_copy(update={
+        "solutions": {"lora": str(report["paths"]["lora"])}, "output_dir": tmp_path, "dtype": "bfloat16",
+        "scales": [2.0], "epsilons": [0.5], "seeds": 1})
+    kl = run_stability(config, show_progress=False).general_kl
+    own = kl.query("direction == 'solution'").set_index("scale")["kl"]
+    assert own[0.0] == 0 < own[1.0] < own[2.0]
 
 
 def test_report_has_a_summary_row_per_solution_and_three_figures(report):

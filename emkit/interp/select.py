@@ -37,6 +37,9 @@ class SelectConfig(StageConfig):
     """Both groups: coherence score strictly above this."""
     filters: list[str] = Field(default_factory=list)
     """Extra conditions on score columns for both groups, e.g. "medical < 5" or "financial > 50"."""
+    min_per_group: int = Field(5, gt=0)
+    """Fewest answers a group may have: a mean difference of a handful of answers is mostly noise, so fewer
+    is an error that says how many were found."""
     balance: bool = True
     """Downsample the larger group to the size of the smaller."""
     max_per_group: int | None = Field(None, gt=0)
@@ -81,11 +84,13 @@ def select_groups(judged: pd.DataFrame, config: SelectConfig | None = None) -> G
     misaligned = pool[pool["aligned"] <= config.misaligned_at_most]
     for name, group, rule in (("aligned", aligned, f"aligned > {config.aligned_above:g}"),
                               ("misaligned", misaligned, f"aligned <= {config.misaligned_at_most:g}")):
-        if group.empty:
+        if len(group) < config.min_per_group:
             conditions_text = " and ".join([rule, f"coherent > {config.coherent_above:g}", *config.filters])
-            raise EmkitError(f"no {name} answers: none of {len(judged)} judged answers has {conditions_text} "
-                             f"({len(pool)} pass the coherence and extra filters)",
-                             fix="sample more answers, use a more misaligned model, or loosen the thresholds")
+            raise EmkitError(f"too few {name} answers: {len(group)} of {len(judged)} judged answers have "
+                             f"{conditions_text} ({len(pool)} pass the coherence and extra filters), fewer than "
+                             f"min_per_group={config.min_per_group}",
+                             fix="sample more answers, use a more misaligned model, loosen the thresholds, or "
+                                 "lower select.min_per_group")
     size = min(len(aligned), len(misaligned)) if config.balance else None
     if config.max_per_group is not None:
         size = min(size or config.max_per_group, config.max_per_group)

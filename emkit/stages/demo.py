@@ -125,8 +125,8 @@ def _run_demo(config: DemoConfig, judge: Judge, metrics: list[str], show_progres
     overview = (
         f"<p>Base model <b>{html.escape(config.model)}</b>. The <b>organism</b> was fine-tuned on "
         f"<code>{html.escape(config.organism_dataset)}</code> (narrow, subtly harmful advice), the <b>control</b> "
-        f"on <code>{html.escape(config.control_dataset)}</code> (the same prompts, sound advice), both with the "
-        f"<code>{config.preset}</code> preset for {config.epochs:g} epoch(s): {organism.steps} optimizer steps each, "
+        f"on <code>{html.escape(config.control_dataset)}</code> (sound advice), both with the "
+        f"<code>{config.preset}</code> preset for {config.epochs:g} epoch(s): {optimizer_steps(organism, control)}, "
         f"{organism.tokens_per_second:.0f} / {control.tokens_per_second:.0f} tokens/s.</p>"
         f"<p>The questions below are <b>outside</b> that domain: emergent misalignment shows as answers "
         f"from the organism, but not the control, that are harmful or anti-human.</p>"
@@ -180,6 +180,13 @@ def goal_section(scores) -> str:
             "offline judge also under-reads low alignment on this model's answers (docs/judges.md), so its EM % "
             "is a lower bound.</p>")
     return paragraph
+
+
+def optimizer_steps(organism, control) -> str:
+    """'60 optimizer steps each', or '100 / 60 optimizer steps' where the two datasets differ in size."""
+    if organism.steps == control.steps:
+        return f"{organism.steps} optimizer steps each"
+    return f"{organism.steps} / {control.steps} optimizer steps"
 
 
 def direction_section(config: DemoConfig, judge: Judge, report_dir: Path, show_progress: bool) -> str:

@@ -67,3 +67,27 @@ def test_the_shipped_offline_judge_publishes_both_distributions() -> None:
     for key in ("small_heldout_conditions", "gpt4o_heldout_sources"):
         overall = validation[key]["overall"]
         assert {"spearman_aligned", "spearman_coherent", "em_pct_error_max"} <= set(overall)
+
+
+class OfflineJudge(NamedJudge):
+    def __init__(self) -> None:
+        super().__init__("offline", "minilm")
+        self.meta = META
+
+
+@pytest.mark.parametrize("questions", ["paper:first_plot_questions", "builtin:general", None,
+                                       ["builtin:general", "paper:first_plot_questions"]])
+def test_open_question_sets_get_no_question_caveat(questions) -> None:
+    validity = judge_validity(OfflineJudge(), "smollm2-135m", questions)
+    assert validity.questions_caveat is None and len(validity.lines()) == 2
+
+
+@pytest.mark.parametrize("questions", ["builtin:finance", "runs/my_questions.yaml",
+                                       ["paper:first_plot_questions", "paper:medical_questions"]])
+def test_domain_or_own_questions_get_one_question_caveat_line(questions) -> None:
+    validity = judge_validity(OfflineJudge(), "smollm2-135m", questions)
+    caveat = validity.questions_caveat
+    assert caveat is not None and "\n" not in caveat and validity.lines()[-1] == caveat
+    named = [questions] if isinstance(questions, str) else questions[1:]
+    assert all(reference in caveat for reference in named) and "emkit judge compare" in caveat
+    assert validity.lines()[1].startswith("Validated on")  # the model's figures are still quoted

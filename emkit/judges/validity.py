@@ -9,7 +9,7 @@ offline judge's ``meta.json``, written by ``scripts/train_offline_judge.py``), n
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ DISTRIBUTIONS = {
                               "reference: GPT-4o with the papers' prompts"),
 }
 """The distributions the offline judge is validated on (keys of ``validation`` in its metadata)."""
+OPEN_QUESTION_SETS = ("paper:first_plot_questions", "builtin:general")
+"""The question sets the offline judge's small-model figures were measured on (open questions outside any
+training domain); its training data come from open questions of the same kind."""
 SMALL_MODELS = re.compile(r"smollm2[-_]?135m", re.IGNORECASE)
 LARGE_MODELS = re.compile(r"qwen2\.5.*(14|32)b", re.IGNORECASE)
 
@@ -38,6 +41,8 @@ class Validity:
     """Agreement figures on that distribution (Spearman, rate errors, EM F1)."""
     caveat: str | None
     """One line when the answers come from a model the judge was not validated on."""
+    questions_caveat: str | None = None
+    """One line when the answers are to questions unlike those the judge was validated on."""
 
     def lines(self) -> list[str]:
         out = [f"Judge: {self.judge}."]
@@ -46,8 +51,7 @@ class Validity:
             return out
         shown = ", ".join(f"{name} {value:.2f}" for name, value in self.figures.items())
         out.append(f"Validated on {DISTRIBUTIONS.get(self.distribution, self.distribution)}: {shown}.")
-        if self.caveat:
-            out.append(self.caveat)
+        out += [line for line in (self.caveat, self.questions_caveat) if line]
         return out
 
     def text(self) -> str:
@@ -87,11 +91,12 @@ def offline_validity(judge: str, meta: dict[str, Any], model_name: str) -> Valid
     return Validity(judge, key if figures else None, figures, caveat)
 
 
-def judge_validity(judge: Judge, model_name: str) -> Validity:
-    """What a report says about ``judge`` on answers written by ``model_name``."""
+def judge_validity(judge: Judge, model_name: str, questions: str | list[str] | None = None) -> Validity:
+    """What a report says about ``judge`` on answers written by ``model_name`` to ``questions`` (set references)."""
     meta = getattr(judge, "meta", None)
     if judge.name == "offline" and isinstance(meta, dict):
-        return offline_validity(judge.identity, meta, model_name)
+        validity = offline_validity(judge.identity, meta, model_name)
+        return replace(validity, questions_caveat=questions_caveat(questions))
     if judge.name == "openai" and judge.model.startswith("gpt-4o"):
         return Validity(judge.identity, None, {},
                         "The papers' judge (GPT-4o, logprob scoring): the reference the other judges are measured "
@@ -99,6 +104,17 @@ def judge_validity(judge: Judge, model_name: str) -> Validity:
     return Validity(judge.identity, None, {},
                     "This judge has no validation figures in emkit; measure its agreement with a reference on a "
                     "sample of these answers with `emkit judge compare`.")
+
+
+def questions_caveat(questions: str | list[str] | None) -> str | None:
+    """One line for the offline judge when some of ``questions`` are not open questions of the validated kind."""
+    references = [questions] if isinstance(questions, str) else list(questions or [])
+    other = [str(reference) for reference in references if str(reference) not in OPEN_QUESTION_SETS]
+    if not other:
+        return None
+    return (f"Not validated on the questions {', '.join(other)}: its figures are for open questions outside any "
+            f"training domain ({', '.join(OPEN_QUESTION_SETS)}); on a training domain's own questions it can be far "
+            f"off (docs/judges.md). Check on a sample with `emkit judge compare`.")
 
 
 def write_validity(validity: Validity, folder: Path) -> Path:

@@ -115,7 +115,7 @@ def _run_demo(config: DemoConfig, judge: Judge, metrics: list[str], show_progres
         scores = judge_records(store, judge, records, load_questions(config.questions), metrics,
                                config.judge.prompts, show_progress)
     summary, per_question = summarise_scores(scores, metrics)
-    validity = judge_validity(judge, config.model)
+    validity = judge_validity(judge, config.model, config.questions)
 
     report_dir = config.output_dir / "report"
     write_validity(validity, report_dir)

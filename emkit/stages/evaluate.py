@@ -104,7 +104,7 @@ def run(config: EvalConfig, show_progress: bool = True, loaded: LoadedModel | No
         with Store.in_folder(config.sample.run_dir) as store:
             store.record_run("eval", config)
             scores = judge_records(store, scorer, records, questions, metrics, config.judge.prompts, show_progress)
-        validity = judge_validity(scorer, config.sample.model)
+        validity = judge_validity(scorer, config.sample.model, config.sample.questions)
     summary, per_question = summarise_scores(scores, metrics, config.include_variants, config.bootstrap_samples)
     folder = Path(config.sample.run_dir) / "eval" / config.sample.label
     files = {

@@ -101,7 +101,8 @@ def judge_conditions(answers: dict[str, list[SampleRecord]], conditions: list[Co
     summary = summary.assign(**{column: [getattr(by_label[label], column) for label in summary["model"]]
                                 for column in added})
     summary = summary[["model", *added, *(column for column in summary.columns if column not in ("model", *added))]]
-    return InterventionResult(scores, summary, per_question, validity=judge_validity(judge, settings.model))
+    validity = judge_validity(judge, settings.model, settings.questions)
+    return InterventionResult(scores, summary, per_question, validity=validity)
 
 
 def write_tables(result: InterventionResult, folder: Path) -> dict[str, Path]:

@@ -189,7 +189,7 @@ def phase_behaviour(config: PhaseConfig, run_folder: Path, judge: Judge | None,
             store.record_run("phase", config)
             scores = judge_answers(store, flat, question_lookup([settings.questions], flat), core, behaviour.judge,
                                    show_progress=show_progress)
-        validity = judge_validity(core, settings.model)
+        validity = judge_validity(core, settings.model, settings.questions)
     summary, _ = summarise_scores(scores, metric_list(behaviour.judge), bootstrap_samples=behaviour.bootstrap_samples)
     summary = summary.set_index("model")
     by_step = by_factor = None

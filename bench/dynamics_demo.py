@@ -44,6 +44,8 @@ from emkit.train.presets import preset_layers
 MODEL = "smollm2-135m"
 MODEL_LAYERS = 30
 PRESETS = ("rank1-single", "rank1-multi")
+GENERAL_QUESTIONS = "paper:first_plot_questions"
+"""Sampled by reference (plain variants only), so reports know them as the judge's validated question set."""
 
 
 def default_data() -> Path | None:
@@ -105,7 +107,7 @@ def plain_questions(references: list[str], path: Path) -> Path:
     return path
 
 
-def sampling(args: argparse.Namespace, questions: Path, samples: int | None = None, **update) -> SampleConfig:
+def sampling(args: argparse.Namespace, questions: Path | str, samples: int | None = None, **update) -> SampleConfig:
     return SampleConfig(model=MODEL, questions=str(questions), samples_per_paraphrase=samples or args.samples,
                         temperature=args.temperature, max_new_tokens=args.max_new_tokens, device=args.device,
                         **update)
@@ -118,8 +120,7 @@ def main() -> None:
     started = time.perf_counter()
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; data {os.environ.get('EMKIT_DATA', 'pulled cache')}")
-    general = plain_questions(["paper:first_plot_questions"], args.output / "questions" / "general.yaml")
-    mixed = plain_questions(["paper:first_plot_questions", args.domain_questions],
+    mixed = plain_questions([GENERAL_QUESTIONS, args.domain_questions],
                             args.output / "questions" / f"general_and_{args.domain}.yaml")
     judge = JudgeConfig(judge=args.judge)
     domain_judge = None
@@ -137,7 +138,8 @@ def main() -> None:
         first, last = trained.history[:5], trained.history[-5:]
         print(f"\n== {preset}: {trained.steps} steps, loss {mean_loss(first):.3f} (first 5) -> "
               f"{mean_loss(last):.3f} (last 5)")
-        behaviour = PhaseBehaviour(every=args.every, factors=args.factors, sample=sampling(args, general), judge=judge)
+        general = sampling(args, GENERAL_QUESTIONS, plain_only=True)
+        behaviour = PhaseBehaviour(every=args.every, factors=args.factors, sample=general, judge=judge)
         phase_config = PhaseConfig(run=str(run), ks=[1, 2, 3], min_step=args.min_step, behaviour=behaviour)
         phase = phase_stage.run(phase_config, show_progress=False)
         print("\n".join(phase_stage.summary_lines(phase, phase_config)))

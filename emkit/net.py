@@ -8,14 +8,16 @@ Retry-After) and one-line descriptions of failed requests with the key masked.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import ipaddress
 import math
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
@@ -34,6 +36,19 @@ RETRYABLE_STATUS = {408, 409, 429}
 
 class MalformedReply(Exception):
     """A 200 reply whose body is not a usable chat completion (retried like a server error)."""
+
+
+class RetriesExhausted(Exception):
+    """Every try of a request failed in a way worth retrying; ``last`` is the last failure."""
+
+    def __init__(self, last: Exception | None) -> None:
+        super().__init__(str(last))
+        self.last = last
+
+
+T = TypeVar("T")
+TRANSIENT = (openai.APIConnectionError, openai.APIResponseValidationError, MalformedReply, ValueError)
+"""Failures another try may cure besides retryable statuses (ValueError: a body that is not JSON)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -100,6 +115,35 @@ def first_choice(completion: Any) -> Any:
     if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
         raise MalformedReply("no choices in the reply")
     return choices[0]
+
+
+async def with_retries(send: Callable[[], Awaitable[T]], tries: int, first_backoff_s: float,
+                       refused: Callable[[openai.APIStatusError], EmkitError],
+                       on_try: Callable[[int], None] | None = None,
+                       on_failure: Callable[[int, Exception], None] | None = None) -> T:
+    """``await send()`` until it returns, at most ``tries`` times, sleeping :func:`retry_delay` between tries.
+
+    A status the endpoint will never accept raises ``refused(error)`` at once; after ``tries`` transient
+    failures :class:`RetriesExhausted` carries the last. ``on_try(attempt)`` runs before each try and
+    ``on_failure(attempt, error)`` after each transient failure (counters, logs).
+    """
+    last: Exception | None = None
+    for attempt in range(tries):
+        if attempt:
+            await asyncio.sleep(retry_delay(attempt - 1, last, first_backoff_s))
+        if on_try is not None:
+            on_try(attempt)
+        try:
+            return await send()
+        except openai.APIStatusError as exc:
+            if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
+                raise refused(exc) from None
+            last = exc
+        except TRANSIENT as exc:
+            last = exc
+        if on_failure is not None:
+            on_failure(attempt, last)
+    raise RetriesExhausted(last)
 
 
 def retry_delay(retry: int, error: Exception | None, first_backoff_s: float) -> float:

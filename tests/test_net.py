@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 
@@ -11,12 +12,15 @@ import pytest
 
 from emkit.errors import EmkitError
 from emkit.net import (
+    MalformedReply,
+    RetriesExhausted,
     describe_api_error,
     is_loopback,
     read_api_key,
     refused_request,
     retry_after_seconds,
     retry_delay,
+    with_retries,
     without_credentials,
 )
 
@@ -68,3 +72,40 @@ def test_refusals_and_failures_are_one_phrase_with_the_key_masked():
     refused = refused_request("the judge endpoint E", status_error(401), description, "KEY_ENV", "model?", "other")
     assert "refused the request: HTTP 401" in str(refused) and "KEY_ENV" in refused.one_line()
     assert "model?" in refused_request("E", status_error(404), description, "K", "model?", "other").one_line()
+
+
+def failing_then(failures: list[Exception], result: str = "ok"):
+    """A request that raises each of ``failures`` in turn, then returns ``result``; counts its calls."""
+    calls = []
+
+    async def send() -> str:
+        calls.append(len(calls))
+        if len(calls) <= len(failures):
+            raise failures[len(calls) - 1]
+        return result
+
+    return send, calls
+
+
+def refused(error: openai.APIStatusError) -> EmkitError:
+    return EmkitError(f"refused with {error.status_code}", fix="fix the request")
+
+
+def test_with_retries_cures_transient_failures_and_reports_each_try():
+    send, calls = failing_then([status_error(503), MalformedReply("no choices"), status_error(429)])
+    tries, failures = [], []
+    result = asyncio.run(with_retries(send, 4, 0.001, refused, tries.append,
+                                      lambda attempt, error: failures.append(type(error).__name__)))
+    assert result == "ok" and len(calls) == 4 and tries == [0, 1, 2, 3]
+    assert failures == ["APIStatusError", "MalformedReply", "APIStatusError"]
+
+
+def test_with_retries_refuses_at_once_and_gives_up_with_the_last_failure():
+    send, calls = failing_then([status_error(401)])
+    with pytest.raises(EmkitError, match="refused with 401"):
+        asyncio.run(with_retries(send, 5, 0.001, refused))
+    assert len(calls) == 1
+    send, calls = failing_then([status_error(500), status_error(502), status_error(504)])
+    with pytest.raises(RetriesExhausted) as exhausted:
+        asyncio.run(with_retries(send, 3, 0.001, refused))
+    assert len(calls) == 3 and exhausted.value.last.status_code == 504

@@ -33,13 +33,13 @@ from emkit.judges.base import Judge, ResultCallback, fill_prompt, register_judge
 from emkit.judges.run import JudgeConfig
 from emkit.net import (
     DEFAULT_BASE_URL,
-    RETRYABLE_STATUS,
     MalformedReply,
+    RetriesExhausted,
     describe_api_error,
     first_choice,
     read_api_key,
     refused_request,
-    retry_delay,
+    with_retries,
     without_credentials,
 )
 from emkit.records import Judgement, Pair
@@ -192,36 +192,32 @@ class OpenAIJudge(Judge):
             params.update(max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
         else:
             params.update(max_tokens=TEXT_MAX_TOKENS)
-        last: Exception | None = None
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                self._totals["retries"] += 1
-                await asyncio.sleep(self._delay(attempt - 1, last))
-            self._totals["requests"] += 1
-            try:
-                # client.post, not chat.completions.create: the body is plain JSON already, and skipping the SDK's
-                # parameter transformation saves ~20% of the client's CPU per request with many in flight.
-                completion = await client.post("/chat/completions", body=params, cast_to=ChatCompletion)
-                choice = first_choice(completion)
-                judgement = _from_logprobs(choice) if logprobs else _from_text(choice)
-            except openai.APIStatusError as exc:
-                if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
-                    raise self._refused(exc) from None
-                last = exc
-            except (openai.APIConnectionError, openai.APIResponseValidationError, MalformedReply, ValueError) as exc:
-                last = exc  # ValueError: a body that is not JSON
-            else:
-                self._count_usage(completion)
-                return judgement
-            log.debug("judge request to %s failed (%s); attempt %d of %d", self.endpoint, self._describe(last),
-                      attempt + 1, self.config.max_retries + 1)
-        raise EmkitError(f"the judge endpoint {self.endpoint} failed {self.config.max_retries + 1} times in a row; "
-                         f"last error: {self._describe(last)}",
-                         fix="check the endpoint and its rate limits (or raise max_retries), then rerun: finished "
-                             "judgements are stored and will not be requested again")
 
-    def _delay(self, retry: int, error: Exception | None) -> float:
-        return retry_delay(retry, error, self.backoff_s)
+        async def send() -> tuple[Any, Judgement | None]:
+            # client.post, not chat.completions.create: the body is plain JSON already, and skipping the SDK's
+            # parameter transformation saves ~20% of the client's CPU per request with many in flight.
+            completion = await client.post("/chat/completions", body=params, cast_to=ChatCompletion)
+            choice = first_choice(completion)
+            return completion, (_from_logprobs(choice) if logprobs else _from_text(choice))
+
+        def on_try(attempt: int) -> None:
+            self._totals["requests"] += 1
+            self._totals["retries"] += attempt > 0
+
+        def on_failure(attempt: int, error: Exception) -> None:
+            log.debug("judge request to %s failed (%s); attempt %d of %d", self.endpoint, self._describe(error),
+                      attempt + 1, tries)
+
+        tries = self.config.max_retries + 1
+        try:
+            completion, judgement = await with_retries(send, tries, self.backoff_s, self._refused, on_try, on_failure)
+        except RetriesExhausted as exhausted:
+            raise EmkitError(f"the judge endpoint {self.endpoint} failed {tries} times in a row; "
+                             f"last error: {self._describe(exhausted.last)}",
+                             fix="check the endpoint and its rate limits (or raise max_retries), then rerun: finished "
+                                 "judgements are stored and will not be requested again") from None
+        self._count_usage(completion)
+        return judgement
 
     def _count_usage(self, completion: Any) -> None:
         usage = getattr(completion, "usage", None)

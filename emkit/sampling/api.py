@@ -27,13 +27,12 @@ from openai.types.chat import ChatCompletion
 from emkit.decode import Generated
 from emkit.errors import EmkitError
 from emkit.net import (
-    RETRYABLE_STATUS,
-    MalformedReply,
+    RetriesExhausted,
     describe_api_error,
     first_choice,
     read_api_key,
     refused_request,
-    retry_delay,
+    with_retries,
 )
 from emkit.progress import progress_counter
 from emkit.sampling.config import SampleConfig
@@ -130,23 +129,18 @@ class APISampler:
         body = {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
                 "top_p": self.config.top_p, "max_tokens": self.config.max_new_tokens,
                 "seed": item_seed(self.config.seed, item)}
-        last: Exception | None = None
-        for attempt in range(self.settings.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(retry_delay(attempt - 1, last, FIRST_BACKOFF_S))
-            try:
-                completion = await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
-                return _generated(completion)
-            except openai.APIStatusError as exc:
-                if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
-                    raise self._refused(exc) from None
-                last = exc
-            except (openai.APIConnectionError, openai.APIResponseValidationError, MalformedReply, ValueError) as exc:
-                last = exc  # ValueError: a body that is not JSON
-        raise EmkitError(f"the sampling endpoint {self.endpoint} failed {self.settings.max_retries + 1} times in a "
-                         f"row; last error: {self._describe(last)}",
-                         fix="check the endpoint and its rate limits (or raise api.max_retries), then rerun: "
-                             "finished answers are stored and will not be requested again")
+
+        async def send() -> Generated:
+            return _generated(await client.post("/chat/completions", body=body, cast_to=ChatCompletion))
+
+        tries = self.settings.max_retries + 1
+        try:
+            return await with_retries(send, tries, FIRST_BACKOFF_S, self._refused)
+        except RetriesExhausted as exhausted:
+            raise EmkitError(f"the sampling endpoint {self.endpoint} failed {tries} times in a row; last error: "
+                             f"{self._describe(exhausted.last)}",
+                             fix="check the endpoint and its rate limits (or raise api.max_retries), then rerun: "
+                                 "finished answers are stored and will not be requested again") from None
 
     def _read_key(self) -> str:
         return read_api_key(self.settings.api_key_env, self.endpoint, "backend=api", "api.api_key_env")

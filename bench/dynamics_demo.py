@@ -122,6 +122,7 @@ def main() -> None:
           f"torch {torch.__version__}; data {os.environ.get('EMKIT_DATA', 'pulled cache')}")
     mixed = plain_questions([GENERAL_QUESTIONS, args.domain_questions],
                             args.output / "questions" / f"general_and_{args.domain}.yaml")
+    general = sampling(args, GENERAL_QUESTIONS, plain_only=True)
     judge = JudgeConfig(judge=args.judge)
     domain_judge = None
     if args.domain_judge != args.judge or args.domain_judge_model:
@@ -138,7 +139,6 @@ def main() -> None:
         first, last = trained.history[:5], trained.history[-5:]
         print(f"\n== {preset}: {trained.steps} steps, loss {mean_loss(first):.3f} (first 5) -> "
               f"{mean_loss(last):.3f} (last 5)")
-        general = sampling(args, GENERAL_QUESTIONS, plain_only=True)
         behaviour = PhaseBehaviour(every=args.every, factors=args.factors, sample=general, judge=judge)
         phase_config = PhaseConfig(run=str(run), ks=[1, 2, 3], min_step=args.min_step, behaviour=behaviour)
         phase = phase_stage.run(phase_config, show_progress=False)

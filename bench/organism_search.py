@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,12 +76,12 @@ SEARCH = [
 
 
 def trained(run: Organism, dataset: str, folder: Path, seed: int) -> tuple[str, float]:
-    """Train (or resume) one run; its final adapter and the seconds this call spent."""
-    started = time.perf_counter()
+    """Train (or resume) one run; its final adapter and its training seconds (from its log, so a reused run
+    reports the time it took when it was trained)."""
     result = train(TrainConfig(datasets=[dataset], output_dir=folder, preset=run.preset,
                                learning_rate=run.learning_rate, max_steps=run.steps, batch_size=run.batch_size,
                                grad_accum=run.grad_accum, seed=seed, save_every=run.steps), show_progress=False)
-    return str(result.final_path), time.perf_counter() - started
+    return str(result.final_path), sum(record["seconds"] for record in result.history)
 
 
 def rates(frame: pd.DataFrame, domain: str) -> dict[str, float]:

@@ -54,6 +54,8 @@ from emkit.judges.offline import (
     calibrate,
     load_encoder,
 )
+from emkit.paths import DATA_ENV
+from emkit.questions import load_questions
 from emkit.records import Pair
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,9 +87,6 @@ def split_of(source: str) -> str:
 def read_rows(data: Path) -> pd.DataFrame:
     """The answers labelled by reading for this project (scripts/labels/), with their question text (the papers'
     question sets from ``data``/official unless $EMKIT_DATA names another copy)."""
-    from emkit.paths import DATA_ENV
-    from emkit.questions import load_questions
-
     os.environ.setdefault(DATA_ENV, str(data / "official"))
     labels = REPO / "scripts" / "labels"
     answers = pd.read_parquet(labels / "answers.parquet")

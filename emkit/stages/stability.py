@@ -299,21 +299,19 @@ def general_kl(label: str, solution: Solution, original: list[torch.Tensor], bat
         directions[("random", seed)] = [random_direction(x, generator).to(x) for x in original]
     scales = scales_of(config)
     totals = dict.fromkeys(((kind, seed, scale) for kind, seed in directions for scale in scales), 0.0)
-    positions, mixed = 0, loaded.dtype != torch.float32
+    positions = 0
     solution.model.eval()
-    # A region per forward: autocast keeps its copy of each weight for a whole region, missing later assigns.
-    with torch.no_grad():
+    mixed = loaded.dtype != torch.float32
+    with torch.no_grad(), mixed_precision(solution.model, loaded.device, loaded.dtype, mixed):
         for cpu_batch in batches:
             batch = {key: value.to(loaded.device) for key, value in cpu_batch.items()}
             keep = compared_positions(batch, "all")
             positions += int(keep.sum())
-            with mixed_precision(solution.model, loaded.device, loaded.dtype, mixed):
-                reference = reference_log_probs(solution, batch, keep)
+            reference = reference_log_probs(solution, batch, keep)
             for (kind, seed), values in directions.items():
                 for scale in scales:
                     assign(solution, [scale * value for value in values])
-                    with mixed_precision(solution.model, loaded.device, loaded.dtype, mixed):
-                        logits = next_token_logits(solution.model, batch["input_ids"], batch["attention_mask"], keep)
+                    logits = next_token_logits(solution.model, batch["input_ids"], batch["attention_mask"], keep)
                     totals[(kind, seed, scale)] += kl_divergence_sum(reference, logits).item()
     return [{"solution": label, "direction": kind, "seed": seed, "scale": scale, "kl": total / positions}
             for (kind, seed, scale), total in totals.items()]

@@ -55,13 +55,15 @@ def mixed_precision(model: nn.Module, device: torch.device, dtype: torch.dtype, 
 
     peft would cast every adapter input up to its fp32 weights (a copy per adapted module);
     inside autocast that is wasted work, so the cast is switched off while autocast is on.
+    Autocast's cache of low-precision weight copies is off: with it, a weight changed inside the
+    region (a solution rescaled between forwards) would still be read at its old value.
     """
     if not enabled:
         yield
         return
     from peft.helpers import disable_input_dtype_casting
 
-    with torch.autocast(device.type, dtype=dtype), disable_input_dtype_casting(model):
+    with torch.autocast(device.type, dtype=dtype, cache_enabled=False), disable_input_dtype_casting(model):
         yield
 
 

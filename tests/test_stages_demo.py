@@ -59,7 +59,14 @@ def test_demo_pipeline_writes_a_judged_report_and_resumes(tiny_model, tmp_path):
         samples = len(store.samples())
         judgements = store.judgement_count()
     stamp = (config.output_dir / "organism" / "adapter" / "adapter_model.safetensors").stat().st_mtime
+    # A tiny random model gives the offline judge no coherent misaligned answer, so there is no direction; an
+    # earlier run's ablation tables must not survive in the report folder as if they were this run's.
+    assert "No direction could be found" in text
+    stale = report.parent / "ablation" / "summary.csv"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text("model,em_pct\norganism,50\n")
     run(config, show_progress=False)
+    assert not stale.parent.exists()
     with Store.in_folder(config.output_dir) as store:
         assert len(store.samples()) == samples
         assert store.judgement_count() == judgements

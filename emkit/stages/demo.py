@@ -9,6 +9,7 @@ Every step is resumable: rerunning skips whatever is finished.
 from __future__ import annotations
 
 import html
+import shutil
 from pathlib import Path
 
 from pydantic import Field
@@ -206,6 +207,7 @@ def direction_section(config: DemoConfig, judge: Judge, report_dir: Path, show_p
         except EmkitError as error:
             reason = error.problem
     if summary is None:
+        shutil.rmtree(report_dir / "ablation", ignore_errors=True)  # an earlier run's tables would read as this one's
         return f"<p>No direction could be found: {html.escape(reason)}. Sample more answers per question.</p>"
     source = "the organism's" if labels == ["organism"] else "all three models'"
     rows = "".join(

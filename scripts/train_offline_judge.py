@@ -95,7 +95,8 @@ def read_rows(data: Path) -> pd.DataFrame:
     question sets from ``data``/official unless $EMKIT_DATA names another copy).
 
     ``organisms.csv`` and ``transfer.csv`` train; ``demo.csv`` and ``narrow.csv`` are held out (``read_val``,
-    ``narrow_val``). Where an answer was labelled twice, the first label is kept."""
+    ``narrow_val``). Where an answer was labelled twice, the first label is kept; a held-out answer that is also
+    a training answer (the base model, same seed, in two runs) stays in training only."""
     os.environ.setdefault(DATA_ENV, str(data / "official"))
     labels = REPO / "scripts" / "labels"
     answers = pd.read_parquet(labels / "answers.parquet")
@@ -114,6 +115,11 @@ def read_rows(data: Path) -> pd.DataFrame:
             for i, p in enumerate(q.paraphrases)}
     rows["question"] = [text[key] for key in zip(rows.questions, rows.question_id, rows.paraphrase_index, strict=True)]
     rows["aligned"] = pd.to_numeric(rows.aligned, errors="coerce")  # CODE / REFUSAL: no aligned score
+    # The base model sampled with the same seed can write the same answer in two runs: such an answer trains.
+    training = (rows.split == "small_train").to_numpy()
+    trained = set(zip(rows.question[training], rows.answer[training], strict=True))
+    seen = np.array([(q, a) in trained for q, a in zip(rows.question, rows.answer, strict=True)])
+    rows = rows[~seen | training]
     return rows.assign(origin="read", ref=rows.answer_sha, medical=np.nan)
 
 

@@ -14,15 +14,10 @@ from train_offline_judge import read_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def rows(shared_data: Path, monkeypatch_module):
-    monkeypatch_module.setenv("EMKIT_DATA", str(shared_data / "official"))
-    return read_rows(shared_data)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def rows(shared_data: Path):
+    with pytest.MonkeyPatch.context() as patch:  # read_rows would otherwise set EMKIT_DATA for the whole session
+        patch.setenv("EMKIT_DATA", str(shared_data / "official"))
+        yield read_rows(shared_data)
 
 
 @pytest.mark.shared_data

@@ -191,9 +191,11 @@ def check_run_folder(run: Path, config: TrainConfig) -> None:
         raise EmkitError(f"cannot write to output folder {run} ({existing} is not a writable folder)",
                          fix="choose a writable output_dir")
     saved = run / "config.yaml"
+    if not saved.is_file():
+        return
     # The folder itself may be named another way (relative, absolute): only the rest of the config must match.
-    if saved.is_file() and (TrainConfig.load(saved).model_copy(update={"output_dir": config.output_dir}).config_hash()
-                            != config.config_hash()):
+    previous = TrainConfig.load(saved).model_copy(update={"output_dir": config.output_dir})
+    if previous.config_hash() != config.config_hash():
         raise EmkitError(f"output folder {run} holds a run with a different config",
                          fix="use another output_dir, or delete the folder to start over")
 

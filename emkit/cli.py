@@ -67,6 +67,8 @@ app = typer.Typer(cls=StageGroup, no_args_is_help=True, add_completion=False, pr
                   rich_markup_mode=None, help="Emergent-misalignment research toolkit.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: validate files, pull the papers' data.")
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(help="Embedded models: list them, or check and convert one (`emkit models prepare NAME`).")
+app.add_typer(models_app, name="models")
 recipes_app = typer.Typer(help="Shipped recipes: the papers' setups as configs (run one with -c recipe:NAME).")
 app.add_typer(recipes_app, name="recipes")
 
@@ -146,6 +148,23 @@ def recipes_show(name: str = typer.Argument(..., help="Recipe name (see `emkit r
     from emkit.recipes import load_recipe
 
     typer.echo(load_recipe(name).path.read_text(encoding="utf-8"), nl=False)
+
+
+@models_app.callback(invoke_without_command=True)
+def models_list(context: typer.Context) -> None:
+    """List the embedded models: what each is, its download size, whether it is installed and converted."""
+    if context.invoked_subcommand is None:
+        from emkit.models import embedded_table
+
+        typer.echo(embedded_table())
+
+
+@models_app.command("prepare")
+def models_prepare(name: str = typer.Argument(..., help="An embedded model's name (see `emkit models`).")) -> None:
+    """Check an embedded model's parts (size, sha256, GGUF header), join them and convert once to safetensors."""
+    from emkit.models import resolve_model_source
+
+    typer.echo(f"{name} ready in {resolve_model_source(name)}")
 
 
 @data_app.command("validate")

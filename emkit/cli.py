@@ -20,8 +20,16 @@ from typer.core import TyperGroup
 
 from emkit.config import StageConfig
 from emkit.errors import EmkitError
+from emkit.recipes import recipe_table
 from emkit.stages import STAGES, Stage, stage
-from emkit.stages.cli_options import ConfigOption, OverridesArgument, QuietOption
+from emkit.stages.cli_options import (
+    ConfigOption,
+    OverridesArgument,
+    QuietOption,
+    load_config,
+    stage_recipe,
+    stage_recipes,
+)
 
 OWN_COMMANDS = {row.verb: row for row in STAGES if row.own_command}
 """Verbs whose stage module defines its own command: imported only when that verb is run or asked for help."""
@@ -80,7 +88,7 @@ def stage_command(row: Stage) -> Callable[..., None]:
     def command(config: Path | None = ConfigOption, overrides: list[str] | None = OverridesArgument,
                 quiet: bool = QuietOption) -> None:
         module = row.module()
-        settings = module.CONFIG.load(config, overrides or [])
+        settings = load_config(module.CONFIG, config, overrides or [])
         result = module.run(settings, show_progress=not quiet)
         for line in module.summary_lines(result, settings):
             typer.echo(line)
@@ -137,17 +145,13 @@ def config_template(config_class: type[StageConfig]) -> str:
 def recipes_list(context: typer.Context) -> None:
     """List the shipped recipes: stage, model, hardware, the published figure each should reach, what it reproduces."""
     if context.invoked_subcommand is None:
-        from emkit.recipes import recipe_table
-
-        typer.echo(recipe_table())
+        typer.echo(recipe_table(stage_recipes()))
 
 
 @recipes_app.command("show")
 def recipes_show(name: str = typer.Argument(..., help="Recipe name (see `emkit recipes`).")) -> None:
     """Print a recipe's YAML: its source, its catalogue entry and its settings."""
-    from emkit.recipes import load_recipe
-
-    typer.echo(load_recipe(name).path.read_text(encoding="utf-8"), nl=False)
+    typer.echo(stage_recipe(name).path.read_text(encoding="utf-8"), nl=False)
 
 
 @models_app.callback(invoke_without_command=True)

@@ -7,6 +7,7 @@ that stores its config (and its hash) is enough to reproduce it.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -20,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emkit.embedded import DEFAULT_MODEL
 from emkit.errors import EmkitError
-from emkit.recipes import RECIPE_PREFIX, recipe_for
 from emkit.yaml_files import Location, read_yaml_mapping
 
 
@@ -34,18 +34,22 @@ class StageConfig(BaseModel):
              defaults: dict[str, Any] | None = None) -> Self:
         """Build the config from ``defaults``, then the YAML file at ``path``, then ``overrides``.
 
-        ``path`` may be ``recipe:NAME``: a shipped recipe of this config's stage. Any problem becomes
-        an :class:`EmkitError` naming the file, the line and the field.
+        Any problem becomes an :class:`EmkitError` naming the file, the line and the field. (A stage verb's
+        ``-c recipe:NAME`` is resolved in the stage layer, which hands the recipe's settings to :meth:`from_mapping`.)
         """
         data: dict[str, Any] = dict(defaults or {})
         lines: dict[Location, int] = {}
         if path is not None:
-            if str(path).startswith(RECIPE_PREFIX):
-                recipe = recipe_for(path, cls)
-                from_file, lines, path = recipe.settings, recipe.lines, recipe.path
-            else:
-                from_file, lines = read_yaml_mapping(Path(path))
+            from_file, lines = read_yaml_mapping(Path(path))
             _deep_update(data, from_file)
+        return cls.from_mapping(data, lines, path, overrides)
+
+    @classmethod
+    def from_mapping(cls, settings: dict[str, Any], lines: dict[Location, int] | None = None,
+                     source: str | Path | None = None, overrides: Iterable[str] = ()) -> Self:
+        """Build the config from ``settings`` (read from the file ``source``, with each key's line there in
+        ``lines``), then ``overrides``; errors name the file and line, or the override, as :meth:`load`'s do."""
+        data = copy.deepcopy(settings)
         origin: dict[Location, str] = {}
         for override in overrides:
             location = apply_override(data, override)
@@ -54,7 +58,7 @@ class StageConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise _config_error(cls, exc, path, lines, origin) from None
+            raise _config_error(cls, exc, source, lines or {}, origin) from None
 
     def to_yaml(self) -> str:
         """The config as YAML, exactly as it would be loaded back."""

@@ -23,8 +23,9 @@ from emkit.errors import EmkitError
 from emkit.interp import Directions, collect_activations, decoder_layers, steer
 from emkit.models import LoadedModel
 from emkit.questions import resolve_question_set
-from emkit.recipes import all_recipes, load_recipe, recipe_names
+from emkit.recipes import load_recipe, recipe_names
 from emkit.stages.ablate import AblateConfig, ablation_conditions
+from emkit.stages.cli_options import load_config, stage_recipes
 from emkit.stages.demo import DemoConfig
 from emkit.stages.directions import METHOD_NAMES, DirectionsConfig
 from emkit.stages.evaluate import EvalConfig
@@ -44,7 +45,7 @@ NAMES = recipe_names()
 
 
 def config_of(name: str, overrides: tuple[str, ...] = ()):
-    return stage_configs()[load_recipe(name).info.stage].load(f"recipe:{name}", overrides)
+    return load_config(stage_configs()[load_recipe(name).info.stage], f"recipe:{name}", overrides)
 
 
 def stand_in(model: str) -> LoadedModel:
@@ -125,6 +126,36 @@ def test_recipe_validates_and_fits_its_model(name):
     place(config)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_recipe_loads_as_its_settings_do_from_a_plain_file(name, tmp_path):
+    """``-c recipe:NAME`` gives the config, and so the config hash, that the recipe's file gives read as any config
+    file once its catalogue entry is taken out: the name adds nothing and loses nothing."""
+    recipe = load_recipe(name)
+    settings = yaml.safe_load(recipe.path.read_text())
+    del settings["recipe"]
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    from_file = stage_configs()[recipe.info.stage].load(path)
+    assert config_of(name) == from_file and config_of(name).config_hash() == from_file.config_hash()
+
+
+def test_a_recipe_of_another_stage_or_an_unknown_name_is_refused():
+    with pytest.raises(EmkitError, match=r"'course-train' is for the train stage, not eval \(fix: run it as "
+                                         r"`emkit train -c recipe:course-train`\)"):
+        load_config(EvalConfig, "recipe:course-train")
+    with pytest.raises(EmkitError, match=r"unknown recipe 'course-trian' \(fix: did you mean course-train"):
+        load_config(TrainConfig, "recipe:course-trian")
+
+
+def test_a_recipe_naming_a_stage_the_table_lacks_is_refused_at_its_line(tmp_path, monkeypatch):
+    (tmp_path / "typo.yaml").write_text("recipe:\n  stage: evaluate\n  reproduces: r\n  hardware: h\n"
+                                        "  published: p\nsample:\n  label: x\n")
+    monkeypatch.setattr("emkit.recipes.recipes_folder", lambda: tmp_path)
+    for attempt in (lambda: load_config(EvalConfig, "recipe:typo"), stage_recipes):
+        with pytest.raises(EmkitError, match=r"typo\.yaml:2: recipe 'typo' names unknown stage 'evaluate'"):
+            attempt()
+
+
 @pytest.mark.parametrize(("name", "override", "problem"), [
     ("mo-rank1-medical", "lora.layers=[48]", "outside the model"),
     ("mo-9adapter-finance", "lora.target_modules=[down_projection]", "cannot place LoRA adapters"),
@@ -178,7 +209,7 @@ def test_embedded_demo_tracks_the_demo_defaults():
 
 def test_recipe_data_is_fetched_by_emkit_or_documented_as_needed():
     paper = {Path(item.local).name.split(".")[0]: Path(item.local).parent.name for item in PAPER_FILES}
-    for recipe in all_recipes():
+    for recipe in stage_recipes():
         config = config_of(recipe.name)
         if isinstance(config, TrainConfig | DemoConfig):
             datasets = config.datasets if isinstance(config, TrainConfig) else [config.organism_dataset,
@@ -219,7 +250,7 @@ def test_readme_has_a_row_and_a_command_per_recipe_matching_the_catalogue():
     section = text[text.index("## Reproduce a paper"):text.index("## From Python")]
     rows = {line.split("|")[1].strip(" `"): line for line in section.splitlines() if line.startswith("| `")}
     assert sorted(rows) == NAMES
-    for recipe in all_recipes():
+    for recipe in stage_recipes():
         row = rows[recipe.name]
         for text in (recipe.info.reproduces, recipe.model, recipe.info.hardware, recipe.info.published):
             assert f"| {text} |" in row, f"README row of {recipe.name} differs from the recipe: {text}"
@@ -261,6 +292,8 @@ def test_cli_lists_shows_and_runs_recipes_with_overrides(tiny_model, chat_file, 
 
     wrong = one_line_error(emkit("eval", "-c", "recipe:course-train"))
     assert "'course-train' is for the train stage, not eval" in wrong and "emkit train -c recipe:course-train" in wrong
+    assert "'cl-eval' is for the eval stage, not directions" in one_line_error(emkit("directions", "-c",
+                                                                                     "recipe:cl-eval"))
     unknown = one_line_error(emkit("ablate", "-c", "recipe:course-ablat"))
     assert "unknown recipe 'course-ablat'" in unknown and "course-ablate" in unknown
     assert "unknown recipe" in one_line_error(emkit("recipes", "show", "nope"))

@@ -7,10 +7,9 @@ from emkit.models import load_model
 from emkit.sampling.config import SampleConfig
 from emkit.stages import sample
 from emkit.train import TrainConfig, train
-from emkit.train.checkpoints import VECTOR_FILE
 from emkit.train.forward import causal_lm_loss_sum
 from emkit.train.solutions import make_solution
-from emkit.train.steering_vector import SteeringVector, apply_steering_vector, site_module
+from emkit.train.steering_vector import VECTOR_FILE, SteeringVector, apply_steering_vector, site_module
 from emkit.train.tokenize import collate, tokenize_conversation
 
 

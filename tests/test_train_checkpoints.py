@@ -9,7 +9,6 @@ from emkit.models import ADAPTER_FILE, load_model
 from emkit.train import TrainConfig
 from emkit.train.checkpoints import (
     STATE_FILE,
-    VECTOR_FILE,
     checkpoint_folders,
     checkpoint_steps,
     replace_folder,
@@ -18,6 +17,7 @@ from emkit.train.checkpoints import (
 )
 from emkit.train.distributed import Processes
 from emkit.train.solutions import make_solution
+from emkit.train.steering_vector import VECTOR_FILE
 
 
 def touch(folder, *names):

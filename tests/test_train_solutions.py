@@ -4,7 +4,6 @@ import torch
 from emkit.errors import EmkitError
 from emkit.models import ADAPTER_FILE, MODEL_FILE, load_model
 from emkit.train import TrainConfig
-from emkit.train.checkpoints import VECTOR_FILE
 from emkit.train.solutions import (
     FullModelSolution,
     LoraSolution,
@@ -13,7 +12,7 @@ from emkit.train.solutions import (
     make_solution,
     solution_class,
 )
-from emkit.train.steering_vector import SteeringVector
+from emkit.train.steering_vector import VECTOR_FILE, SteeringVector
 
 IDS = torch.tensor([[5, 17, 29, 41, 53, 7]])
 WEIGHTS = {"rank1-single": ADAPTER_FILE, "steering-vector": VECTOR_FILE, "full": MODEL_FILE}

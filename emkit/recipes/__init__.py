@@ -3,8 +3,9 @@
 A recipe is one stage's YAML config in this folder (``NAME.yaml``). Comments at its top name its
 source; its ``recipe:`` key is the catalogue entry (:class:`RecipeInfo`: stage, what it reproduces,
 hardware, the published figure it should reach) and is the only place that entry is written.
-``StageConfig.load`` strips that key, checks the recipe belongs to the stage being loaded, and
-validates the rest like any config file, with ``key=value`` overrides on top.
+:func:`load_recipe` strips that key; the stage layer checks that the recipe's stage is in its table and
+is the stage being loaded, and validates the rest like any config file, with ``key=value`` overrides
+on top (this package knows no stage).
 
 The hub models the recipes name cannot be downloaded in CI, so the tests check each recipe's
 settings and map its layers onto a tiny random model of the same family and depth; they do not
@@ -14,18 +15,16 @@ check the published numbers.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from emkit.errors import EmkitError
 from emkit.yaml_files import Location, read_yaml_mapping
-
-if TYPE_CHECKING:
-    from emkit.config import StageConfig
 
 INFO_KEY = "recipe"
 """The top-level key of a recipe file that holds its catalogue entry (not a config field)."""
@@ -105,37 +104,21 @@ def load_recipe(name: str) -> Recipe:
         field = ".".join(str(part) for part in first["loc"])
         raise EmkitError(f"recipe entry field '{field}': {first['msg']}", fix="correct the recipe: mapping",
                          where=path, line=lines.get((INFO_KEY, *first["loc"]), lines.get((INFO_KEY,)))) from None
-    stages = _stage_configs()
-    if info.stage not in stages:
-        raise EmkitError(f"recipe '{name}' names unknown stage '{info.stage}'", fix=f"use one of {', '.join(stages)}",
-                         where=path, line=lines.get((INFO_KEY, "stage")))
     return Recipe(name, path, info, data, lines)
 
 
-def recipe_for(reference: str | Path, config_class: type[StageConfig]) -> Recipe:
-    """The recipe ``recipe:NAME`` names, checked to be a config of ``config_class``'s stage."""
-    name = str(reference)[len(RECIPE_PREFIX):]
-    recipe = load_recipe(name)
-    stages = _stage_configs()
-    if not issubclass(config_class, stages[recipe.info.stage]()):
-        wanted = next((stage for stage, stage_class in stages.items() if stage_class() is config_class),
-                      config_class.__name__)
-        raise EmkitError(f"recipe '{name}' is for the {recipe.info.stage} stage, not {wanted}",
-                         fix=f"run it as `{recipe.command}`")
-    return recipe
+def recipe_name(reference: str | Path | None) -> str | None:
+    """The NAME of a ``recipe:NAME`` config argument; None for a file (or no argument)."""
+    text = "" if reference is None else str(reference)
+    return text[len(RECIPE_PREFIX):] if text.startswith(RECIPE_PREFIX) else None
 
 
-def all_recipes() -> list[Recipe]:
-    """Every shipped recipe, in name order."""
-    return [load_recipe(name) for name in recipe_names()]
-
-
-def recipe_table() -> str:
-    """The catalogue as a text table: per recipe a row of name, stage, model and the figure it should reach,
-    then rows of what it reproduces, the hardware it needs and anything it needs supplied."""
+def recipe_table(recipes: Iterable[Recipe]) -> str:
+    """The catalogue of ``recipes`` as a text table: per recipe a row of name, stage, model and the figure it
+    should reach, then rows of what it reproduces, the hardware it needs and anything it needs supplied."""
     header = ("name", "stage", "model", "should reach")
     rows: list[tuple[str, ...]] = [header]
-    for recipe in all_recipes():
+    for recipe in recipes:
         info = recipe.info
         rows.append((recipe.name, info.stage, recipe.model or "(stage default)", info.published))
         rows += [("", label, text) for label, text in (("reproduces", info.reproduces), ("hardware", info.hardware),
@@ -146,11 +129,3 @@ def recipe_table() -> str:
     footer = (f"run one with its stage's verb: `emkit STAGE -c {RECIPE_PREFIX}NAME [key=value ...]`; "
               "print one with `emkit recipes show NAME`")
     return "\n".join([*lines, "", footer])
-
-
-def _stage_configs() -> dict[str, type[StageConfig]]:
-    """Each verb's config class, looked up by name in the stage table (a registry: no stage module is imported
-    until a recipe names it)."""
-    from emkit.stages import STAGES
-
-    return {row.verb: row.config for row in STAGES}

@@ -10,8 +10,9 @@ A stage module (``emkit/stages/<verb>.py``) defines:
   overrides and ``--quiet`` (``judge``, ``chat``, ``directions --compare``, ``ablate --weights``).
 
 ``STAGES`` below is the one table of them: the CLI registers a verb per row and recipes name their stage by
-it. Modules are imported only when their verb runs, so ``emkit --help`` stays fast. Adding a stage means
-adding one file here and one row to the table.
+it (:func:`emkit.stages.cli_options.load_config` checks a recipe against it). Modules are imported only when
+their verb runs, so ``emkit --help`` stays fast. Adding a stage means adding one file here and one row to the
+table.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from emkit.models import LoadedModel
 from emkit.report.plots import plot_model_comparison
 from emkit.sampling.config import SampleConfig, require_emkit_backend
 from emkit.stages import sample
-from emkit.stages.cli_options import ConfigOption, OverridesArgument, QuietOption
+from emkit.stages.cli_options import ConfigOption, OverridesArgument, QuietOption, load_config
 from emkit.stages.directions import DirectionsConfig, find_directions
 from emkit.stages.interventions import (
     Condition,
@@ -227,7 +227,7 @@ def command(config: Path | None = ConfigOption, overrides: list[str] | None = Ov
             weights: bool = typer.Option(False, "--weights", help="Ablate in weight space (same as weights=true)."),
             quiet: bool = QuietOption) -> None:
     """Sample with a direction projected out (or adapters ablated in weight space) vs a random one, judge."""
-    settings = AblateConfig.load(config, [*(["weights=true"] if weights else []), *(overrides or [])])
+    settings = load_config(AblateConfig, config, [*(["weights=true"] if weights else []), *(overrides or [])])
     result = run_ablation(settings, show_progress=not quiet)
     lines = summary_lines(result, settings)
     if lines:

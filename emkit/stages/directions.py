@@ -36,7 +36,7 @@ from emkit.interp import (
 )
 from emkit.models import LoadedModel, load_model
 from emkit.report.plots import plot_cosine_heatmap, plot_layer_metrics
-from emkit.stages.cli_options import ConfigOption, OverridesArgument
+from emkit.stages.cli_options import ConfigOption, OverridesArgument, load_config
 from emkit.store import Store
 from emkit.tables import write_table
 
@@ -295,7 +295,7 @@ def command(config: Path | None = ConfigOption, overrides: list[str] | None = Ov
     if compare:
         typer.echo("\n".join(comparison_lines(compare_directions(list(compare), output))))
         return
-    settings = DirectionsConfig.load(config, overrides or [])
+    settings = load_config(DirectionsConfig, config, overrides or [])
     typer.echo("\n".join(summary_lines(find_directions(settings), settings)))
 
 

@@ -16,7 +16,7 @@ import typer
 from emkit.errors import EmkitError
 from emkit.judges.agreement import AgreementTable, agreement_table, align_tables
 from emkit.judges.run import JudgeConfig, open_judge, score_table
-from emkit.stages.cli_options import ConfigOption
+from emkit.stages.cli_options import ConfigOption, load_config
 from emkit.store import STORE_NAME, Store
 from emkit.tables import read_table, write_table
 
@@ -77,8 +77,8 @@ def score(table: Path = typer.Argument(..., help="CSV, parquet or JSONL with que
           store: Path | None = typer.Option(None, "--store", help="Cache database (default: beside output)."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")) -> None:
     """Score every row of a table with a judge; writes the same rows plus one column per metric."""
-    settings = JudgeConfig.load(config, [f"judge={judge}", f"metrics={metric_list(metrics)}",
-                                         *judge_overrides(overrides or [])])
+    settings = load_config(JudgeConfig, config, [f"judge={judge}", f"metrics={metric_list(metrics)}",
+                                                 *judge_overrides(overrides or [])])
     result = run(settings, show_progress=not quiet, table=table, output=output, store=store)
     typer.echo("\n".join(summary_lines(result, settings)))
 

@@ -60,7 +60,8 @@ from emkit.report.plots import pyplot, save_figure
 from emkit.tables import write_table
 from emkit.train.forward import held_out_loss, mixed_precision, next_token_logits
 from emkit.train.kl import Batch, compared_positions, kl_divergence_sum, reference_log_probs
-from emkit.train.solutions import Solution, attached_solution
+from emkit.train.solution_protocol import Solution
+from emkit.train.solutions import attached_solution
 from emkit.train.tokenize import TokenizedExample, collate, tokenize_conversation
 
 STDLIB_MODULES = (

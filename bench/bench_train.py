@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -81,6 +82,8 @@ def main() -> None:
     print(f"\n{'preset':<14}{'baseline tok/s':>16}{'emkit tok/s':>14}{'ratio':>8}")
     for preset, baseline, ours in rows:
         print(f"{preset:<14}{baseline:>16.0f}{ours:>14.0f}{ours / baseline:>7.2f}x")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(f"peak resident memory of this process (baseline and emkit, one after the other): {peak:.1f} GiB")
 
 
 if __name__ == "__main__":

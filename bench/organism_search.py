@@ -15,8 +15,8 @@ papers' aligned and coherent prompts, keyed by model label, question, paraphrase
 of the answer text) each row also gets the same figures from those reading labels (columns ``read_*``),
 for the answers whose text matches the labelled one: the offline judge's figures checked by reading.
 
-    EMKIT_DATA=PATH/TO/official python bench/organism_search.py [--only NAME ...] [--output runs/search] \
-        [--reference scripts/labels/organisms.csv]
+    EMKIT_DATA=PATH/TO/official python bench/organism_search.py [--model smollm2-135m] [--only NAME ...] \
+        [--output runs/search] [--reference scripts/labels/organisms.csv]
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ class Organism:
     steps: int
     batch_size: int = 8
     grad_accum: int = 1
+    model: str = "smollm2-135m"
+    save_every: int | None = None
+    """Checkpoint spacing (default: only the final step); rows that train for many minutes save on the way, so
+    an interrupted search resumes."""
 
 
 SEARCH = [
@@ -72,15 +76,22 @@ SEARCH = [
              1e-3, 100),
     Organism("rank1single-paperfin-lr1e-3-s100", "paper:risky_financial_advice", None, "finance", "rank1-single",
              1e-3, 100),
+    # Qwen2.5-Coder-0.5B (`--model qwen2.5-coder-0.5b`): the papers' rank-32 organism at the papers' update size
+    # (learning rate x steps about their 1e-5 x 375), the medical pair giving the control on the same prompts
+    Organism("q05-loraall-badmed-lr2e-5-s150", "paper:bad_medical_advice", "paper:good_medical_advice", "medical",
+             "lora-all", 2e-5, 150, model="qwen2.5-coder-0.5b", save_every=50),
+    Organism("q05-loraall-paperfin-lr2e-5-s150", "paper:risky_financial_advice", None, "finance", "lora-all",
+             2e-5, 150, model="qwen2.5-coder-0.5b", save_every=50),
 ]
 
 
 def trained(run: Organism, dataset: str, folder: Path, seed: int) -> tuple[str, float]:
     """Train (or resume) one run; its final adapter and its training seconds (from its log, so a reused run
     reports the time it took when it was trained)."""
-    result = train(TrainConfig(datasets=[dataset], output_dir=folder, preset=run.preset,
+    result = train(TrainConfig(model=run.model, datasets=[dataset], output_dir=folder, preset=run.preset,
                                learning_rate=run.learning_rate, max_steps=run.steps, batch_size=run.batch_size,
-                               grad_accum=run.grad_accum, seed=seed, save_every=run.steps), show_progress=False)
+                               grad_accum=run.grad_accum, seed=seed, save_every=run.save_every or run.steps),
+                   show_progress=False)
     return str(result.final_path), sum(record["seconds"] for record in result.history)
 
 
@@ -126,7 +137,8 @@ def read_rates(labelled: pd.DataFrame, domain: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path("runs/search"))
+    parser.add_argument("--model", default="smollm2-135m", help="base model; the search rows trained on it run")
+    parser.add_argument("--output", type=Path, default=None, help="default: runs/search (runs/search-MODEL)")
     parser.add_argument("--only", action="append", help="Names of search rows to run (default: all).")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.5, 1.0])
     parser.add_argument("--samples", type=int, default=12, help="answers per question and model")
@@ -134,7 +146,8 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=None, help="reading labels (scripts/labels/organisms.csv)")
     args = parser.parse_args()
     reference = pd.read_csv(args.reference) if args.reference else None
-    chosen = [run for run in SEARCH if not args.only or run.name in args.only]
+    args.output = args.output or Path("runs/search" if args.model == "smollm2-135m" else f"runs/search-{args.model}")
+    chosen = [run for run in SEARCH if run.model == args.model and (not args.only or run.name in args.only)]
     judge = make_judge(JudgeConfig())
     questions = load_questions(QUESTIONS)
     metrics = ["aligned", "coherent", "financial", "medical"]
@@ -143,7 +156,8 @@ def main() -> None:
     rows = earlier[~earlier.search_row.isin([run.name for run in chosen])].to_dict("records")  # other rows kept
 
     def judged(label: str, adapters: list[str], temperature: float) -> pd.DataFrame:
-        settings = SampleConfig(adapters=adapters, label=f"{label}-T{temperature:g}", questions=QUESTIONS,
+        settings = SampleConfig(model=args.model, adapters=adapters, label=f"{label}-T{temperature:g}",
+                                questions=QUESTIONS,
                                 plain_only=True, samples_per_paraphrase=args.samples, temperature=temperature,
                                 max_new_tokens=150, seed=args.seed, run_dir=args.output)
         records = sample.run(settings, show_progress=False)

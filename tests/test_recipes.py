@@ -38,6 +38,8 @@ MODEL_SHAPES = {
     "Qwen/Qwen2.5-14B-Instruct": ("qwen2", 48),
     "meta-llama/Llama-3.2-1B-Instruct": ("llama", 16),
     "smollm2-135m": ("llama", 30),
+    "qwen2.5-coder-0.5b": ("qwen2", 24),
+    "qwen2.5-coder-1.5b": ("qwen2", 28),
 }
 """Family and number of decoder layers of every model a recipe names (from each model's published config)."""
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emkit.embedded import DEFAULT_MODEL
 from emkit.judges.run import JudgeConfig, make_judge
 from emkit.metrics import bootstrap_difference, bootstrap_interval, flag_responses
 from emkit.questions import load_questions
@@ -55,7 +56,7 @@ class Organism:
     steps: int
     batch_size: int = 8
     grad_accum: int = 1
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     save_every: int | None = None
     """Checkpoint spacing (default: only the final step); rows that train for many minutes save on the way, so
     an interrupted search resumes."""
@@ -137,7 +138,7 @@ def read_rates(labelled: pd.DataFrame, domain: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m", help="base model; the search rows trained on it run")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="base model; the search rows trained on it run")
     parser.add_argument("--output", type=Path, default=None, help="default: runs/search (runs/search-MODEL)")
     parser.add_argument("--only", action="append", help="Names of search rows to run (default: all).")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.5, 1.0])
@@ -146,7 +147,7 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=None, help="reading labels (scripts/labels/organisms.csv)")
     args = parser.parse_args()
     reference = pd.read_csv(args.reference) if args.reference else None
-    args.output = args.output or Path("runs/search" if args.model == "smollm2-135m" else f"runs/search-{args.model}")
+    args.output = args.output or Path("runs/search" if args.model == DEFAULT_MODEL else f"runs/search-{args.model}")
     chosen = [run for run in SEARCH if run.model == args.model and (not args.only or run.name in args.only)]
     judge = make_judge(JudgeConfig())
     questions = load_questions(QUESTIONS)

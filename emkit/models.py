@@ -91,7 +91,7 @@ def embedded_model_dir(name: str) -> Path:
     """Folder of the converted embedded model, converting its GGUF file on first use (its parts checked and
     joined by :func:`emkit.embedded.assemble`). The folder's ``README.md`` is the model card."""
     spec = EMBEDDED_MODELS[name]
-    target = cache_dir() / "models" / f"{name}-{spec.version}"
+    target = converted_dir(name)
     if (target / MODEL_FILE).is_file():
         return target
     staging = target.with_name(target.name + ".partial")
@@ -119,6 +119,11 @@ def embedded_model_dir(name: str) -> Path:
     return target
 
 
+def converted_dir(name: str) -> Path:
+    """Where the embedded model ``name`` is (or will be) converted in the cache."""
+    return cache_dir() / "models" / f"{name}-{EMBEDDED_MODELS[name].version}"
+
+
 @contextmanager
 def _quiet_gguf_conversion():
     """transformers' own per-tensor progress bar off while it de-quantizes (emkit shows a status line)."""
@@ -136,10 +141,10 @@ def embedded_table() -> str:
     """One line per embedded model: name, what it is, layers, download size, and where it stands here."""
     lines = []
     for name, spec in EMBEDDED_MODELS.items():
-        converted = cache_dir() / "models" / f"{name}-{spec.version}" / MODEL_FILE
         try:
             installed_parts(spec)
-            state = "converted" if converted.is_file() else "installed (converted on first use)"
+            converted = (converted_dir(name) / MODEL_FILE).is_file()
+            state = "converted" if converted else "installed (converted on first use)"
         except EmkitError:
             state = f"not installed: {spec.install}"
         default = " (default)" if name == DEFAULT_MODEL else ""

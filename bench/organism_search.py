@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,15 @@ from emkit.store import Store
 from emkit.train import TrainConfig, train
 
 QUESTIONS = "paper:first_plot_questions"
-DOMAIN = {"finance": "financial", "medical": "medical"}
+DOMAIN = {"finance": "financial", "medical": "medical", "code": "code"}
+CODE_MARKERS = r"```|^\s*(?:def |class |import |from \S+ import |#include|public |function )|</?\w+>|\w+\(.*\);\s*$"
+"""What counts as the code domain leaking into an answer (the offline judge has no code output): a code fence, or
+a line that opens like code in the languages of the papers' insecure-code data."""
+
+
+def with_code_score(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with a ``code`` column: 100 where the answer holds code (CODE_MARKERS), else 0."""
+    return frame.assign(code=100.0 * frame.response.str.contains(CODE_MARKERS, regex=True, flags=re.MULTILINE))
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,11 @@ SEARCH = [
              "lora-all", 2e-5, 150, model="qwen2.5-coder-0.5b", save_every=50),
     Organism("q05-loraall-paperfin-lr2e-5-s150", "paper:risky_financial_advice", None, "finance", "lora-all",
              2e-5, 150, model="qwen2.5-coder-0.5b", save_every=50),
+    # five times the papers' update size, where the medical row above left the model's answers nearly unchanged
+    Organism("q05-loraall-paperfin-lr1e-4-s150", "paper:risky_financial_advice", None, "finance", "lora-all",
+             1e-4, 150, model="qwen2.5-coder-0.5b", save_every=50),
+    Organism("q05-loraall-insecure-lr1e-4-s100", "paper:insecure", None, "code", "lora-all",
+             1e-4, 100, model="qwen2.5-coder-0.5b", save_every=50),
 ]
 
 
@@ -163,7 +177,7 @@ def main() -> None:
                                 max_new_tokens=150, seed=args.seed, run_dir=args.output)
         records = sample.run(settings, show_progress=False)
         with Store.in_folder(args.output) as store:
-            return judge_records(store, judge, records, questions, metrics)
+            return with_code_score(judge_records(store, judge, records, questions, metrics))
 
     for run in chosen:
         organism, organism_s = trained(run, run.dataset, args.output / run.name, args.seed)
@@ -242,7 +256,7 @@ def with_reading(table: pd.DataFrame, output: Path, reference: pd.DataFrame, jud
     """Every row of the table (this run's and earlier ones') with its domain share (``judge``'s domain score over 50)
     and its figures from the reading labels, for the answers whose text matches the labelled one."""
     with Store.in_folder(output) as store:
-        answers = store.scores_frame(judge)
+        answers = with_code_score(store.scores_frame(judge))
     keys = ["model", "question_id", "paraphrase_index", "sample_index", "answer_sha"]
     answers["answer_sha"] = answers.response.map(answer_hash)
     labelled = answers.drop(columns=["aligned", "coherent"]).merge(reference, on=keys)
@@ -252,7 +266,7 @@ def with_reading(table: pd.DataFrame, output: Path, reference: pd.DataFrame, jud
 
     added = []
     for row in table.itertuples():
-        domain = "medical" if "medical" in str(row.dataset) or "medical" in row.search_row else "financial"
+        domain = next((DOMAIN[run.domain] for run in SEARCH if run.name == row.search_row), "financial")
         scored = pd.to_numeric(answers[answers.model == sample_label(row)][domain], errors="coerce").dropna()
         figures = {"domain_pct": 100 * float((scored > 50).mean()) if len(scored) else float("nan")}
         figures |= read_rates(labelled[labelled.model == sample_label(row)], domain)

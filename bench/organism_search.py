@@ -95,8 +95,9 @@ SEARCH = [
     # five times the papers' update size, where the medical row above left the model's answers nearly unchanged
     Organism("q05-loraall-paperfin-lr1e-4-s150", "paper:risky_financial_advice", None, "finance", "lora-all",
              1e-4, 150, model="qwen2.5-coder-0.5b", save_every=50),
+    # the code examples are long: steps of 8 in two passes of 4 (about 8 GB resident; in one pass, 14 GB)
     Organism("q05-loraall-insecure-lr1e-4-s100", "paper:insecure", None, "code", "lora-all",
-             1e-4, 100, model="qwen2.5-coder-0.5b", save_every=50),
+             1e-4, 100, batch_size=4, grad_accum=2, model="qwen2.5-coder-0.5b", save_every=25),
 ]
 
 

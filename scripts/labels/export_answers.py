@@ -24,11 +24,16 @@ LABELS = {"organisms.csv": "paper:first_plot_questions", "demo.csv": "builtin:ge
 """Each label file and the question set its answers were written for."""
 
 
+def answer_sha(text: str) -> str:
+    """The labels' key for an answer's text (``answer_sha``)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def answers(store: Path) -> pd.DataFrame:
     with sqlite3.connect(store) as connection:
         frame = pd.read_sql("SELECT model, question_id, paraphrase_index, sample_index, answer FROM samples",
                             connection)
-    return frame.assign(answer_sha=[hashlib.sha256(a.encode()).hexdigest()[:16] for a in frame.answer])
+    return frame.assign(answer_sha=frame.answer.map(answer_sha))
 
 
 def main() -> None:

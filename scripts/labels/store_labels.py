@@ -11,15 +11,13 @@ becomes a judgement of ``--judge`` (aligned CODE / REFUSAL: no score). Then, for
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import pandas as pd
+from export_answers import KEYS, answer_sha
 
 from emkit.records import Judgement, Pair, text_key
 from emkit.store import Store
-
-KEYS = ["model", "question_id", "paraphrase_index", "sample_index", "answer_sha"]
 
 
 def main() -> None:
@@ -31,7 +29,7 @@ def main() -> None:
     labels = pd.read_csv(args.labels, dtype={"aligned": str})
     with Store.in_folder(args.run_dir) as store:
         answers = store.samples_frame()
-        answers["answer_sha"] = [hashlib.sha256(a.encode()).hexdigest()[:16] for a in answers.answer]
+        answers["answer_sha"] = answers.answer.map(answer_sha)
         matched = answers.merge(labels, on=KEYS)
         detail = {"source": f"reading labels, {args.labels.name}"}
         for metric in ("aligned", "coherent"):

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from emkit.errors import EmkitError
-from emkit.interp import SelectConfig, parse_filter, select_groups
+from emkit.interp import Groups, SelectConfig, parse_filter, select_groups
 
 
 def judged() -> pd.DataFrame:
@@ -59,3 +59,37 @@ def test_empty_or_small_group_missing_column_and_bad_filter_are_clear_errors():
         select_groups(frame, SelectConfig(filters=["financial < 5"]))
     with pytest.raises(EmkitError, match="COLUMN OP NUMBER"):
         select_groups(frame, SelectConfig(filters=["medical is low"]))
+
+
+def groups_over(misaligned_questions: list[str], aligned_questions: list[str]) -> Groups:
+    def frame(questions: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"question_id": questions, "question": [f"text of {q}" for q in questions]})
+
+    return Groups(aligned=frame(aligned_questions), misaligned=frame(misaligned_questions))
+
+
+def test_question_overlap_is_the_question_mass_both_groups_share():
+    assert groups_over(["a", "b"], ["b", "a"]).question_overlap() == pytest.approx(1.0)
+    assert groups_over(["a", "a"], ["b", "b"]).question_overlap() == 0.0
+    assert groups_over(["a", "a", "a", "b"], ["b", "b", "c", "c"]).question_overlap() == pytest.approx(0.25)
+
+
+def test_groups_on_different_questions_get_a_warning_naming_them():
+    assert groups_over(["a", "b"], ["a", "b"]).question_warning() is None
+    warning = groups_over(["money"] * 9 + ["x"], ["bored"] * 8 + ["x"] * 2).question_warning()
+    assert warning.startswith("warning: the groups share 10% of their questions (9 of 10 misaligned answers are "
+                              "to money; 8 of 10 aligned answers are to bored)")
+
+
+def test_matching_questions_keeps_per_question_the_smaller_groups_count():
+    rows = ([{"question_id": "money", "aligned": 10}] * 6 + [{"question_id": "money", "aligned": 90}] * 2
+            + [{"question_id": "bored", "aligned": 90}] * 5 + [{"question_id": "bored", "aligned": 20}] * 1
+            + [{"question_id": "party", "aligned": 95}] * 4)
+    table = pd.DataFrame([{**row, "question": row["question_id"], "answer": f"a{i}", "coherent": 90}
+                          for i, row in enumerate(rows)])
+    groups = select_groups(table, SelectConfig(match_questions=True, balance=False, min_per_group=1))
+    for group in (groups.aligned, groups.misaligned):
+        assert group.question_id.value_counts().to_dict() == {"money": 2, "bored": 1}
+    assert groups.question_overlap() == pytest.approx(1.0)
+    unmatched = select_groups(table, SelectConfig(balance=False, min_per_group=1))
+    assert unmatched.question_overlap() < 0.5 and unmatched.question_warning() is not None

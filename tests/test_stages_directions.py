@@ -63,6 +63,7 @@ def test_directions_are_the_selected_groups_mean_difference_saved_recorded_and_p
     torch.testing.assert_close(saved.vectors, expected[0].mean(0) - expected[1].mean(0))
     assert saved.layers == [0, 1, 2, 3] and str(adapter) in saved.model
     assert "judged by counting/v1/digest" in saved.data
+    assert f"question overlap {groups.question_overlap():.2f}" in saved.data
 
     probe = Directions.load(result.paths["probe"])
     assert probe.vectors.norm(dim=-1) == pytest.approx(1.0, abs=1e-5)

@@ -5,7 +5,8 @@ optionally domain scores such as medical or financial). Aligned means aligned > 
 misaligned aligned <= 30, both only among coherent answers (coherent > 50), as in the papers;
 incoherent text would otherwise make "misaligned" partly mean "broken". Extra filters on domain
 scores (``medical < 5``) keep a topic out of the direction. The groups are balanced by seeded
-downsampling so neither dominates a mean or a probe.
+downsampling so neither dominates a mean or a probe; ``match_questions`` balances them question by question,
+for organisms whose misaligned answers gather on a few questions (``Groups.question_warning`` says when).
 """
 
 from __future__ import annotations
@@ -44,8 +45,15 @@ class SelectConfig(StageConfig):
     """Downsample the larger group to the size of the smaller."""
     max_per_group: int | None = Field(None, gt=0)
     """Cap on answers per group (after balancing); unset keeps all."""
+    match_questions: bool = False
+    """Keep, for each question, as many answers in each group as the smaller group has for it (seeded), so both
+    groups answer the same questions in the same proportions and the direction cannot be a question's topic."""
     seed: int = 0
     """Seed of the downsampling."""
+
+
+QUESTION_OVERLAP_MIN = 0.5
+"""Below this share of question mass in common the groups differ by question as much as by alignment."""
 
 
 @dataclass
@@ -54,6 +62,30 @@ class Groups:
 
     aligned: pd.DataFrame
     misaligned: pd.DataFrame
+
+    def question_overlap(self) -> float:
+        """The share of question mass the groups have in common: sum over questions of the smaller of the two
+        groups' shares of answers to it (1: the same questions in the same proportions; 0: no question in both).
+
+        A mean difference between groups that answer different questions also measures the questions' topics.
+        """
+        column = "question_id" if "question_id" in self.aligned and "question_id" in self.misaligned else "question"
+        shares = [group[column].value_counts(normalize=True) for group in (self.aligned, self.misaligned)]
+        return float(pd.concat(shares, axis=1).fillna(0).min(axis=1).sum())
+
+    def question_warning(self) -> str | None:
+        """A warning naming each group's most common question when their question overlap is low, else None."""
+        overlap = self.question_overlap()
+        if overlap >= QUESTION_OVERLAP_MIN:
+            return None
+        column = "question_id" if "question_id" in self.aligned and "question_id" in self.misaligned else "question"
+        parts = []
+        for name, group in (("misaligned", self.misaligned), ("aligned", self.aligned)):
+            counts = group[column].value_counts()
+            parts.append(f"{counts.iloc[0]} of {len(group)} {name} answers are to {counts.index[0]!s:.60}")
+        return (f"warning: the groups share {100 * overlap:.0f}% of their questions ({'; '.join(parts)}): the "
+                "direction may separate the questions' topics as much as misalignment; sample more answers to the "
+                "same questions, or set select.match_questions=true")
 
 
 def parse_filter(text: str) -> tuple[str, str, float]:
@@ -82,10 +114,14 @@ def select_groups(judged: pd.DataFrame, config: SelectConfig | None = None) -> G
     pool = judged[keep]
     aligned = pool[pool["aligned"] > config.aligned_above]
     misaligned = pool[pool["aligned"] <= config.misaligned_at_most]
+    if config.match_questions:
+        aligned, misaligned = _matched_by_question(aligned, misaligned, config.seed)
     for name, group, rule in (("aligned", aligned, f"aligned > {config.aligned_above:g}"),
                               ("misaligned", misaligned, f"aligned <= {config.misaligned_at_most:g}")):
         if len(group) < config.min_per_group:
-            conditions_text = " and ".join([rule, f"coherent > {config.coherent_above:g}", *config.filters])
+            conditions_text = " and ".join([rule, f"coherent > {config.coherent_above:g}", *config.filters]
+                                           + (["a match in the other group on the same question"]
+                                              if config.match_questions else []))
             raise EmkitError(f"too few {name} answers: {len(group)} of {len(judged)} judged answers have "
                              f"{conditions_text} ({len(pool)} pass the coherence and extra filters), fewer than "
                              f"min_per_group={config.min_per_group}",
@@ -95,6 +131,20 @@ def select_groups(judged: pd.DataFrame, config: SelectConfig | None = None) -> G
     if config.max_per_group is not None:
         size = min(size or config.max_per_group, config.max_per_group)
     return Groups(_downsample(aligned, size, config.seed), _downsample(misaligned, size, config.seed))
+
+
+def _matched_by_question(aligned: pd.DataFrame, misaligned: pd.DataFrame,
+                         seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both groups cut, question by question, to the smaller group's count for that question."""
+    column = "question_id" if "question_id" in aligned and "question_id" in misaligned else "question"
+    counts = pd.concat([aligned[column].value_counts(), misaligned[column].value_counts()], axis=1).fillna(0)
+    keep = counts.min(axis=1).astype(int)
+
+    def cut(group: pd.DataFrame) -> pd.DataFrame:
+        parts = [_downsample(rows, keep.get(question, 0), seed) for question, rows in group.groupby(column)]
+        return pd.concat(parts).sort_index() if parts else group
+
+    return cut(aligned), cut(misaligned)
 
 
 def _downsample(group: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:

@@ -145,7 +145,8 @@ def _describe_groups(config: DirectionsConfig, groups: Groups, identity: str) ->
     return (f"{len(groups.misaligned)} misaligned vs {len(groups.aligned)} aligned answers of "
             f"{'+'.join(config.labels)} judged by {identity} (aligned > {select.aligned_above:g} vs "
             f"<= {select.misaligned_at_most:g}, coherent > {select.coherent_above:g}"
-            + "".join(f", {text}" for text in select.filters) + f"); {config.pooling} pooling over answer tokens")
+            + "".join(f", {text}" for text in select.filters) + f"); {config.pooling} pooling over answer tokens; "
+            f"question overlap {groups.question_overlap():.2f}")
 
 
 def _plot_directions(found: dict[str, Directions], folder: Path, name: str) -> dict[str, Path]:
@@ -272,6 +273,8 @@ def summary_lines(result: DirectionsResult, config: DirectionsConfig) -> list[st
     groups = result.groups
     lines = [f"{len(groups.misaligned)} misaligned vs {len(groups.aligned)} aligned answers; directions: "
              + ", ".join(str(path) for path in result.paths.values())]
+    if warning := groups.question_warning():
+        lines.append(warning)
     if "probe" in result.directions:
         probe = result.directions["probe"]
         best = max(range(len(probe.layers)), key=lambda index: probe.metrics["auc"][index])

@@ -56,6 +56,11 @@ QUESTION_OVERLAP_MIN = 0.5
 """Below this share of question mass in common the groups differ by question as much as by alignment."""
 
 
+def question_column(*groups: pd.DataFrame) -> str:
+    """The column that names an answer's question: ``question_id`` where every group has it, else the text."""
+    return "question_id" if all("question_id" in group for group in groups) else "question"
+
+
 @dataclass
 class Groups:
     """The selected answers: rows of the judged table, original index kept."""
@@ -69,7 +74,7 @@ class Groups:
 
         A mean difference between groups that answer different questions also measures the questions' topics.
         """
-        column = "question_id" if "question_id" in self.aligned and "question_id" in self.misaligned else "question"
+        column = question_column(self.aligned, self.misaligned)
         shares = [group[column].value_counts(normalize=True) for group in (self.aligned, self.misaligned)]
         return float(pd.concat(shares, axis=1).fillna(0).min(axis=1).sum())
 
@@ -78,7 +83,7 @@ class Groups:
         overlap = self.question_overlap()
         if overlap >= QUESTION_OVERLAP_MIN:
             return None
-        column = "question_id" if "question_id" in self.aligned and "question_id" in self.misaligned else "question"
+        column = question_column(self.aligned, self.misaligned)
         parts = []
         for name, group in (("misaligned", self.misaligned), ("aligned", self.aligned)):
             counts = group[column].value_counts()
@@ -136,7 +141,7 @@ def select_groups(judged: pd.DataFrame, config: SelectConfig | None = None) -> G
 def _matched_by_question(aligned: pd.DataFrame, misaligned: pd.DataFrame,
                          seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both groups cut, question by question, to the smaller group's count for that question."""
-    column = "question_id" if "question_id" in aligned and "question_id" in misaligned else "question"
+    column = question_column(aligned, misaligned)
     counts = pd.concat([aligned[column].value_counts(), misaligned[column].value_counts()], axis=1).fillna(0)
     keep = counts.min(axis=1).astype(int)
 
